@@ -1,0 +1,120 @@
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <type_traits>
+
+#include "mproc/errors.hpp"
+
+namespace mproc {
+
+namespace detail {
+
+// What an AsyncResult waits on: filled once, by the pool's collector, with a value or an error.
+template <class T>
+class ResultState {
+public:
+    using Stored = std::conditional_t<std::is_void_v<T>, bool, T>;
+
+    template <class... V>
+    void set_value(V&&... value) {
+        {
+            std::lock_guard lock(mutex_);
+            if (ready_) return;
+            value_.emplace(std::forward<V>(value)...);
+            ready_ = true;
+        }
+        ready_cv_.notify_all();
+    }
+    void set_error(std::exception_ptr error) {
+        {
+            std::lock_guard lock(mutex_);
+            if (ready_) return;
+            error_ = std::move(error);
+            ready_ = true;
+        }
+        ready_cv_.notify_all();
+    }
+
+    void wait() {
+        std::unique_lock lock(mutex_);
+        ready_cv_.wait(lock, [&] { return ready_; });
+    }
+    template <class Rep, class Period>
+    bool wait_for(std::chrono::duration<Rep, Period> timeout) {
+        std::unique_lock lock(mutex_);
+        return ready_cv_.wait_for(lock, timeout, [&] { return ready_; });
+    }
+    bool ready() const {
+        std::lock_guard lock(mutex_);
+        return ready_;
+    }
+    bool successful() const {
+        std::lock_guard lock(mutex_);
+        if (!ready_) throw StateError("mproc: successful() asked of a result that is not ready");
+        return !error_;
+    }
+    // Moves the value out, or rethrows the error; the state must be ready.
+    T take() {
+        std::lock_guard lock(mutex_);
+        if (error_) std::rethrow_exception(error_);
+        if (!value_) throw StateError("mproc: the value of this result was already taken by get()");
+        if constexpr (!std::is_void_v<T>) {
+            T value = std::move(*value_);
+            value_.reset();
+            return value;
+        }
+    }
+
+private:
+    mutable std::mutex mutex_;
+    std::condition_variable ready_cv_;
+    bool ready_ = false;
+    std::optional<Stored> value_;
+    std::exception_ptr error_;
+};
+
+}  // namespace detail
+
+// The result of a task submitted with apply_async, map_async or starmap_async: ready once the
+// pool has its value or its error. Copies refer to the same result.
+template <class T>
+class AsyncResult {
+public:
+    explicit AsyncResult(std::shared_ptr<detail::ResultState<T>> state) noexcept
+        : state_(std::move(state)) {}
+
+    // Waits for the result and returns its value, or rethrows the task's error: RemoteError,
+    // WorkerLost, TimeoutError (task_timeout), StateError (the pool was terminated). The value
+    // is moved out: a second get() of a value throws StateError; an error is rethrown each time.
+    T get() {
+        state_->wait();
+        return state_->take();
+    }
+    // The same, throwing TimeoutError when the result is not ready within timeout.
+    template <class Rep, class Period>
+    T get(std::chrono::duration<Rep, Period> timeout) {
+        if (!state_->wait_for(timeout)) {
+            throw TimeoutError("mproc: AsyncResult::get timed out before the result was ready");
+        }
+        return state_->take();
+    }
+    void wait() { state_->wait(); }
+    // True when the result became ready within timeout.
+    template <class Rep, class Period>
+    bool wait(std::chrono::duration<Rep, Period> timeout) {
+        return state_->wait_for(timeout);
+    }
+    bool ready() const { return state_->ready(); }
+    // True when the task ended without an error; StateError if it is not ready yet.
+    bool successful() const { return state_->successful(); }
+
+private:
+    std::shared_ptr<detail::ResultState<T>> state_;
+};
+
+}  // namespace mproc

@@ -1,0 +1,174 @@
+#pragma once
+
+// The typed side of a submission. The pool's collector hands each job the result item of each
+// of its tasks, in whatever order they finish; the job decodes it and tells whoever waits.
+
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <type_traits>
+#include <vector>
+
+#include "mproc/async_result.hpp"
+#include "mproc/detail/task_codec.hpp"
+
+namespace mproc::detail {
+
+class Job {
+public:
+    virtual ~Job() = default;
+    // The result item of task `index`, on the collector thread, once per task.
+    virtual void deliver(std::size_t index, std::span<const std::byte> item) = 0;
+    // Task `index` failed without a result item: its worker died, it timed out, the pool ended.
+    virtual void fail(std::size_t index, std::exception_ptr error) = 0;
+};
+
+// One task's value, or its error.
+template <class R>
+struct Outcome {
+    std::optional<std::conditional_t<std::is_void_v<R>, bool, R>> value;
+    std::exception_ptr error;
+
+    static Outcome decoded(std::span<const std::byte> item) {
+        Outcome outcome;
+        try {
+            if constexpr (std::is_void_v<R>) {
+                decode_result<void>(item);
+                outcome.value.emplace(true);
+            } else {
+                outcome.value.emplace(decode_result<R>(item));
+            }
+        } catch (...) {
+            outcome.error = std::current_exception();
+        }
+        return outcome;
+    }
+    static Outcome failed(std::exception_ptr error) { return Outcome{std::nullopt, std::move(error)}; }
+
+    R take() {
+        if (error) std::rethrow_exception(error);
+        if constexpr (!std::is_void_v<R>) return std::move(*value);
+    }
+};
+
+template <class R>
+using map_result_t = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
+
+// map, starmap and their async forms: all results in input order, or the error of the first
+// task (by position) that failed, once every task has ended.
+template <class R>
+class MapJob final : public Job {
+public:
+    using State = ResultState<map_result_t<R>>;
+
+    MapJob(std::size_t tasks, std::shared_ptr<State> state)
+        : outcomes_(tasks), remaining_(tasks), state_(std::move(state)) {
+        if (tasks == 0) complete();
+    }
+    void deliver(std::size_t index, std::span<const std::byte> item) override {
+        settle(index, Outcome<R>::decoded(item));
+    }
+    void fail(std::size_t index, std::exception_ptr error) override {
+        settle(index, Outcome<R>::failed(std::move(error)));
+    }
+
+private:
+    void settle(std::size_t index, Outcome<R> outcome) {
+        outcomes_[index] = std::move(outcome);
+        if (--remaining_ == 0) complete();
+    }
+    void complete() {
+        for (auto& outcome : outcomes_) {
+            if (outcome.error) return state_->set_error(outcome.error);
+        }
+        if constexpr (std::is_void_v<R>) {
+            state_->set_value(true);
+        } else {
+            std::vector<R> values;
+            values.reserve(outcomes_.size());
+            for (auto& outcome : outcomes_) values.push_back(outcome.take());
+            state_->set_value(std::move(values));
+        }
+    }
+
+    std::vector<Outcome<R>> outcomes_;
+    std::size_t remaining_;
+    std::shared_ptr<State> state_;
+};
+
+// apply_async: one task.
+template <class R>
+class SingleJob final : public Job {
+public:
+    explicit SingleJob(std::shared_ptr<ResultState<R>> state) : state_(std::move(state)) {}
+    void deliver(std::size_t, std::span<const std::byte> item) override {
+        auto outcome = Outcome<R>::decoded(item);
+        if (outcome.error) return state_->set_error(outcome.error);
+        if constexpr (std::is_void_v<R>) {
+            state_->set_value(true);
+        } else {
+            state_->set_value(std::move(*outcome.value));
+        }
+    }
+    void fail(std::size_t, std::exception_ptr error) override { state_->set_error(std::move(error)); }
+
+private:
+    std::shared_ptr<ResultState<R>> state_;
+};
+
+// imap and imap_unordered: each result is handed to the reader as soon as it may be read, in
+// input order or in the order tasks finish.
+template <class R>
+class StreamJob final : public Job {
+public:
+    StreamJob(std::size_t tasks, bool ordered) : ordered_(ordered), slots_(ordered ? tasks : 0) {}
+
+    void deliver(std::size_t index, std::span<const std::byte> item) override {
+        settle(index, Outcome<R>::decoded(item));
+    }
+    void fail(std::size_t index, std::exception_ptr error) override {
+        settle(index, Outcome<R>::failed(std::move(error)));
+    }
+
+    // The next outcome to read: that of task `position` when ordered, else the oldest
+    // finished one. Waits until it is there.
+    Outcome<R> next(std::size_t position) {
+        std::unique_lock lock(mutex_);
+        if (ordered_) {
+            arrived_cv_.wait(lock, [&] { return slots_[position].has_value(); });
+            Outcome<R> outcome = std::move(*slots_[position]);
+            slots_[position].reset();
+            return outcome;
+        }
+        arrived_cv_.wait(lock, [&] { return !finished_.empty(); });
+        Outcome<R> outcome = std::move(finished_.front());
+        finished_.pop_front();
+        return outcome;
+    }
+
+private:
+    void settle(std::size_t index, Outcome<R> outcome) {
+        {
+            std::lock_guard lock(mutex_);
+            if (ordered_) {
+                slots_[index].emplace(std::move(outcome));
+            } else {
+                finished_.push_back(std::move(outcome));
+            }
+        }
+        arrived_cv_.notify_all();
+    }
+
+    std::mutex mutex_;
+    std::condition_variable arrived_cv_;
+    const bool ordered_;
+    std::vector<std::optional<Outcome<R>>> slots_;
+    std::deque<Outcome<R>> finished_;
+};
+
+}  // namespace mproc::detail

@@ -1,0 +1,233 @@
+#pragma once
+
+// How a chunk of tasks becomes a frame in the parent, runs in a worker, and comes back as
+// results. Each item of a task frame is one call's arguments; each item of a result frame is
+// a status byte followed by the call's value or its error.
+
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <span>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "mproc/detail/code_address.hpp"
+#include "mproc/detail/error_info.hpp"
+#include "mproc/detail/fd_passing.hpp"
+#include "mproc/detail/frame.hpp"
+#include "mproc/detail/wire_archive.hpp"
+#include "mproc/detail/worker_status.hpp"
+#include "mproc/errors.hpp"
+
+namespace mproc::detail {
+
+enum class ResultStatus : std::uint8_t { ok = 0, error = 1 };
+
+// An argument as it is stored for the call: decayed, and a C string becomes a std::string,
+// since a pointer means nothing in another process.
+template <class T>
+using wire_arg_t = std::conditional_t<std::is_same_v<std::decay_t<T>, const char*> ||
+                                          std::is_same_v<std::decay_t<T>, char*>,
+                                      std::string, std::decay_t<T>>;
+
+// A reference to the value itself, or the std::string that stands for a C string.
+template <class T>
+decltype(auto) as_wire(const T& value) {
+    if constexpr (std::is_same_v<wire_arg_t<T>, std::decay_t<T>>) {
+        return (value);
+    } else {
+        return std::string(value);
+    }
+}
+
+// The results of one chunk, written by the worker as its tasks run.
+class ResultWriter {
+public:
+    ResultWriter(std::uint64_t sequence, WorkerStatus* status) noexcept;
+
+    // Marks task `index` of the chunk as running, in the memory the pool watches.
+    void begin_item(std::uint32_t index) noexcept {
+        if (status_ == nullptr) return;
+        status_->item.store(index, std::memory_order_relaxed);
+        status_->started_ns.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                                  std::memory_order_relaxed);
+        status_->running.store(1, std::memory_order_release);
+    }
+    void end_item() noexcept {
+        if (status_ != nullptr) status_->running.store(0, std::memory_order_release);
+    }
+
+    // Records the running task's value. A value that cannot be encoded is recorded as that
+    // task's error instead.
+    template <class R>
+    void ok(const R& value) {
+        writer_.begin_item();
+        try {
+            writer_.buffer().push_back(std::byte{static_cast<std::uint8_t>(ResultStatus::ok)});
+            FdOutboxScope scope(outbox_);
+            encode(writer_.buffer(), value);
+            writer_.end_item();
+        } catch (...) {
+            writer_.abandon_item();
+            error();
+        }
+    }
+    void ok_void();
+    // Records the exception being handled as the running task's error; call it in a catch.
+    void error() noexcept;
+
+    // How many tasks of the chunk ended with an error.
+    std::size_t errors() const noexcept { return errors_; }
+    Frame finish();
+
+private:
+    void write_error(const ErrorInfo& info) noexcept;
+
+    FrameWriter writer_;
+    FdOutbox outbox_;
+    WorkerStatus* status_;
+    std::size_t errors_ = 0;
+};
+
+// The user's callable rebuilt in the worker: a function pointer from its address, an empty
+// class by default construction.
+template <class F>
+F callable_from_wire(std::uint64_t function) {
+    if constexpr (std::is_pointer_v<F>) {
+        return reinterpret_cast<F>(const_cast<void*>(decode_function_address(function)));
+    } else {
+        return F{};
+    }
+}
+
+template <class F>
+std::uint64_t callable_to_wire(F f) noexcept {
+    if constexpr (std::is_pointer_v<F>) {
+        return encode_function_address(reinterpret_cast<const void*>(f));
+    } else {
+        return 0;
+    }
+}
+
+// Whether F can be called with the elements of ArgTuple, and what it returns.
+template <class F, class ArgTuple, class = std::make_index_sequence<std::tuple_size_v<ArgTuple>>>
+struct apply_traits;
+template <class F, class ArgTuple, std::size_t... I>
+struct apply_traits<F, ArgTuple, std::index_sequence<I...>> {
+    static constexpr bool callable = std::is_invocable_v<F&, std::tuple_element_t<I, ArgTuple>&&...>;
+    using result = std::invoke_result_t<F&, std::tuple_element_t<I, ArgTuple>&&...>;
+};
+
+template <class F, class ArgTuple>
+concept callable_with_tuple = apply_traits<F, ArgTuple>::callable;
+
+template <class F, class ArgTuple>
+using task_result_t = typename apply_traits<F, ArgTuple>::result;
+
+// Decodes one task's arguments; a call without arguments has an empty item.
+template <class ArgTuple>
+void decode_arguments(std::span<const std::byte> bytes, ArgTuple& args) {
+    if constexpr (std::tuple_size_v<ArgTuple> == 0) {
+        if (!bytes.empty()) throw SerializationError("mproc: arguments for a call that takes none");
+    } else {
+        std::apply([&](auto&... values) { decode(bytes, values...); }, args);
+    }
+}
+
+// The entry a worker calls for a frame of tasks of callable F with arguments ArgTuple.
+template <class F, class ArgTuple>
+void run_chunk(const Frame& frame, ResultWriter& out) {
+    const FrameHeader header = frame.header();
+    FdInbox inbox(frame.fds);
+    FdInboxScope inbox_scope(inbox);
+    ItemReader items(frame.payload());
+    F f{};
+    std::exception_ptr unresolved;
+    try {
+        f = callable_from_wire<F>(header.function);
+    } catch (...) {
+        unresolved = std::current_exception();
+    }
+    for (std::uint32_t index = 0; index < header.item_count; ++index) {
+        out.begin_item(index);
+        try {
+            if (unresolved) std::rethrow_exception(unresolved);
+            ArgTuple args;
+            const auto bytes = items.next();
+            decode_arguments(bytes, args);
+            if constexpr (std::is_void_v<task_result_t<F, ArgTuple>>) {
+                std::apply(f, std::move(args));
+                out.ok_void();
+            } else {
+                out.ok(std::apply(f, std::move(args)));
+            }
+        } catch (...) {
+            out.error();
+        }
+        out.end_item();
+    }
+}
+
+// The registered wire address of run_chunk<F, ArgTuple>, registered before main runs in every
+// process of the program.
+template <class F, class ArgTuple>
+inline const std::uint64_t entry_address = register_entry(&run_chunk<F, ArgTuple>);
+
+// Builds a task frame in the parent, one call's arguments at a time.
+template <class F, class ArgTuple>
+class TaskEncoder {
+public:
+    explicit TaskEncoder(F f)
+        : writer_(FrameKind::task, 0, entry_address<F, ArgTuple>, callable_to_wire(f)) {}
+
+    // Adds a call with the arguments of a tuple-like `args`.
+    template <class Tuple>
+    void add(const Tuple& args) {
+        writer_.begin_item();
+        FdOutboxScope scope(outbox_);
+        std::apply([&](const auto&... values) { encode_args(values...); }, args);
+        writer_.end_item();
+    }
+    std::size_t size() const noexcept { return writer_.item_count(); }
+    Frame finish() {
+        writer_.add_fds(outbox_.take());
+        return writer_.finish();
+    }
+
+private:
+    template <class... Values>
+    void encode_args(const Values&... values) {
+        if constexpr (sizeof...(Values) > 0) encode(writer_.buffer(), as_wire(values)...);
+    }
+
+    FrameWriter writer_;
+    FdOutbox outbox_;
+};
+
+// The value of one result item, or its error thrown: RemoteError for an exception in the task,
+// SerializationError for bytes that do not decode.
+template <class R>
+R decode_result(std::span<const std::byte> item) {
+    if (item.empty()) throw SerializationError("mproc: an empty result item");
+    const auto status = static_cast<ResultStatus>(item[0]);
+    const auto rest = item.subspan(1);
+    if (status == ResultStatus::error) {
+        ErrorInfo info;
+        decode(rest, info);
+        throw RemoteError(std::move(info.type_name), std::move(info.message),
+                          std::move(info.traceback));
+    }
+    if (status != ResultStatus::ok) throw SerializationError("mproc: a result has an unknown status");
+    if constexpr (std::is_void_v<R>) {
+        if (!rest.empty()) throw SerializationError("mproc: a value came back from a void task");
+    } else {
+        R value{};
+        decode(rest, value);
+        return value;
+    }
+}
+
+}  // namespace mproc::detail

@@ -1,0 +1,88 @@
+#pragma once
+
+// The errors mproc throws. Every one derives from mproc::Error, itself a std::runtime_error,
+// so `catch (const mproc::Error&)` catches all of them and what() always says what happened.
+
+#include <stdexcept>
+#include <string>
+#include <sys/types.h>
+
+namespace mproc {
+
+// The base of every error mproc throws.
+class Error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// An exception escaped a task in a worker. It carries the exception's demangled type name, its
+// message and the backtrace of the worker at the point where it was thrown.
+class RemoteError : public Error {
+public:
+    RemoteError(std::string type_name, std::string message, std::string traceback);
+
+    const std::string& type_name() const noexcept { return type_name_; }
+    const std::string& message() const noexcept { return message_; }
+    const std::string& traceback() const noexcept { return traceback_; }
+
+private:
+    std::string type_name_;
+    std::string message_;
+    std::string traceback_;
+};
+
+// The worker died while it held the task: a crash, a signal, std::exit, an OOM kill.
+// exit_code() is the value it passed to exit (0 when it was killed by a signal); signal() is
+// the number of the signal that ended it (0 when it exited).
+class WorkerLost : public Error {
+public:
+    WorkerLost(pid_t pid, int exit_code, int signal);
+
+    pid_t pid() const noexcept { return pid_; }
+    int exit_code() const noexcept { return exit_code_; }
+    int signal() const noexcept { return signal_; }
+
+private:
+    pid_t pid_;
+    int exit_code_;
+    int signal_;
+};
+
+// A get, join or queue wait ran past its deadline, or a task ran past the pool's task_timeout.
+class TimeoutError : public Error {
+public:
+    using Error::Error;
+};
+
+// Misuse: a submit after close, a second start, successful() before the result is ready.
+class StateError : public Error {
+public:
+    using Error::Error;
+};
+
+// A queue get that found nothing in time.
+class Empty : public Error {
+public:
+    using Error::Error;
+};
+
+// A queue put that found no room in time.
+class Full : public Error {
+public:
+    using Error::Error;
+};
+
+// A value could not be encoded, or bytes that arrived could not be decoded: corrupt,
+// truncated or larger than the frame limit.
+class SerializationError : public Error {
+public:
+    using Error::Error;
+};
+
+// A manager connection that did not prove it knows the authkey.
+class AuthenticationError : public Error {
+public:
+    using Error::Error;
+};
+
+}  // namespace mproc

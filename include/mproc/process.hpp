@@ -1,0 +1,110 @@
+#pragma once
+
+// Process: one child process running one callable, as Python's multiprocessing.Process.
+
+#include <chrono>
+#include <concepts>
+#include <memory>
+#include <optional>
+#include <string>
+#include <sys/types.h>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "mproc/start_method.hpp"
+
+namespace mproc {
+
+struct ProcessOptions {
+    // Shown in error messages and, cut to 15 bytes, by ps; empty picks "Process-N".
+    std::string name;
+    // A daemon is terminated, not waited for, when its Process object is destroyed.
+    bool daemon = false;
+    // Unset means get_start_method().
+    std::optional<StartMethod> start_method = std::nullopt;
+};
+
+namespace detail {
+
+// The callable and its arguments, type-erased; run once, in the child.
+class ProcessTarget {
+public:
+    virtual ~ProcessTarget() = default;
+    virtual void run() = 0;
+};
+
+template <class F, class... Args>
+class BoundTarget final : public ProcessTarget {
+public:
+    BoundTarget(F f, Args... args) : f_(std::move(f)), args_(std::move(args)...) {}
+    void run() override { std::apply(f_, std::move(args_)); }
+
+private:
+    F f_;
+    std::tuple<Args...> args_;
+};
+
+class ProcessState;
+
+}  // namespace detail
+
+// A child process that runs f(args...) once started. Under fork (the default) f may be any
+// callable, capturing lambdas included: the child is a copy of the parent.
+//
+// The child's exit code follows Python: 0 when f returns, the value given to std::exit, 1 when
+// f throws (the error is printed to stderr), -N when signal N ended it. The child dies with its
+// parent: with the death signal the kernel sends when the *thread* that started it ends, so
+// start a Process from a thread that outlives it (the main thread, typically).
+class Process {
+public:
+    template <class F, class... Args>
+        requires(!std::same_as<std::decay_t<F>, ProcessOptions> &&
+                 std::invocable<std::decay_t<F>&, std::decay_t<Args>&&...>)
+    explicit Process(F&& f, Args&&... args)
+        : Process(ProcessOptions{}, std::forward<F>(f), std::forward<Args>(args)...) {}
+
+    template <class F, class... Args>
+        requires std::invocable<std::decay_t<F>&, std::decay_t<Args>&&...>
+    Process(ProcessOptions options, F&& f, Args&&... args)
+        : Process(std::move(options),
+                  std::make_unique<detail::BoundTarget<std::decay_t<F>, std::decay_t<Args>...>>(
+                      std::forward<F>(f), std::forward<Args>(args)...)) {}
+
+    Process(Process&&) noexcept;
+    Process& operator=(Process&&) noexcept;
+    Process(const Process&) = delete;
+    Process& operator=(const Process&) = delete;
+    // A started process still running is joined, or, if it is a daemon, terminated (SIGTERM,
+    // then SIGKILL after a second) and reaped.
+    ~Process();
+
+    // Starts the child. StateError if it was started before; mproc::Error if fork fails.
+    void start();
+    // Waits for the child to end. StateError if it was never started.
+    void join();
+    // Waits at most timeout; true when the child has ended.
+    template <class Rep, class Period>
+    bool join(std::chrono::duration<Rep, Period> timeout) {
+        return join_for(std::chrono::ceil<std::chrono::milliseconds>(timeout));
+    }
+    bool is_alive();
+    // Sends SIGTERM (terminate) or SIGKILL (kill); no effect on a child that has ended.
+    // StateError if it was never started.
+    void terminate();
+    void kill();
+    // nullopt while running (or before start); else the exit code, Python's convention.
+    std::optional<int> exitcode();
+    // The child's pid; 0 before start().
+    pid_t pid() const noexcept;
+    const std::string& name() const noexcept;
+    bool daemon() const noexcept;
+
+private:
+    Process(ProcessOptions options, std::unique_ptr<detail::ProcessTarget> target);
+    bool join_for(std::chrono::milliseconds timeout);
+
+    std::unique_ptr<detail::ProcessState> state_;
+};
+
+}  // namespace mproc

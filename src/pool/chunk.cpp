@@ -1,0 +1,37 @@
+#include "pool/chunk.hpp"
+
+namespace mproc::detail {
+
+void Chunk::fail(std::exception_ptr error) const {
+    for (std::uint32_t task = 0; task < tasks(); ++task) job->fail(first_task + task, error);
+}
+
+Chunk slice(const Chunk& chunk, std::uint32_t begin, std::uint32_t end) {
+    const FrameHeader header = chunk.frame->header();
+    FrameWriter writer(FrameKind::task, 0, header.entry, header.function);
+    ItemReader items(chunk.frame->payload());
+    for (std::uint32_t task = 0; task < end; ++task) {
+        const auto item = items.next();
+        if (task < begin) continue;
+        writer.begin_item();
+        writer.buffer().insert(writer.buffer().end(), item.begin(), item.end());
+        writer.end_item();
+    }
+    std::vector<UniqueFd> fds;
+    for (const auto& fd : chunk.frame->fds) fds.push_back(fd.duplicate());
+    writer.add_fds(std::move(fds));
+    Chunk part;
+    part.job = chunk.job;
+    part.first_task = chunk.first_task + begin;
+    part.frame = std::make_shared<Frame>(writer.finish());
+    return part;
+}
+
+void stamp_sequence(Chunk& chunk, std::uint64_t sequence) {
+    chunk.sequence = sequence;
+    FrameHeader header = chunk.frame->header();
+    header.sequence = sequence;
+    std::memcpy(chunk.frame->bytes.data(), &header, sizeof header);
+}
+
+}  // namespace mproc::detail

@@ -1,0 +1,33 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "mproc/detail/frame.hpp"
+#include "mproc/detail/jobs.hpp"
+
+namespace mproc::detail {
+
+// A task frame on its way to a worker and back: which job its tasks belong to, and where in
+// that job they start.
+struct Chunk {
+    std::shared_ptr<Job> job;
+    std::size_t first_task = 0;
+    std::shared_ptr<Frame> frame;
+    std::uint64_t sequence = 0;  // set when it is sent; a resent chunk gets a new one
+    int losses = 0;              // workers lost while it was in flight with no task running
+
+    std::uint32_t tasks() const noexcept { return frame->header().item_count; }
+    // Fails every task of the chunk with error.
+    void fail(std::exception_ptr error) const;
+};
+
+// A chunk of tasks [begin, end) of chunk: the same entry and function, those tasks' argument
+// bytes, and all of the chunk's descriptors (tasks name descriptors by their index in it).
+Chunk slice(const Chunk& chunk, std::uint32_t begin, std::uint32_t end);
+
+// Stamps the sequence number into the chunk's frame header.
+void stamp_sequence(Chunk& chunk, std::uint64_t sequence);
+
+}  // namespace mproc::detail

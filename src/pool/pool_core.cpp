@@ -1,0 +1,491 @@
+#include "mproc/detail/pool_core.hpp"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "mproc/detail/shared_region.hpp"
+#include "mproc/pool.hpp"
+#include "mproc/resources.hpp"
+#include "os/process.hpp"
+#include "os/system_error.hpp"
+#include "pool/chunk.hpp"
+#include "transport/socket_link.hpp"
+#include "worker/launcher.hpp"
+
+namespace mproc::detail {
+
+namespace {
+
+// Chunks in flight per worker: one running and one waiting, so that a worker never waits for
+// the pool between chunks.
+constexpr std::size_t chunks_in_flight = 2;
+// A chunk whose worker died this many times while none of its tasks was running fails: the
+// worker dies of something in the chunk that is not a task of it.
+constexpr int max_chunk_losses = 3;
+
+std::exception_ptr terminated_error() {
+    return std::make_exception_ptr(
+        StateError("mproc: the pool was terminated before this task finished"));
+}
+
+// One worker as the collector sees it.
+struct Worker {
+    std::uint32_t slot = 0;
+    pid_t pid = 0;
+    UniqueFd pidfd;
+    std::unique_ptr<Link> link;
+    std::deque<Chunk> in_flight;
+    std::size_t tasks_given = 0;
+    bool stopping = false;          // told to stop: retired, or the pool is ending
+    bool killed_for_timeout = false;
+};
+
+}  // namespace
+
+struct PoolCore::Impl {
+    enum class State { running, closed, terminating };
+
+    std::size_t processes;
+    std::size_t maxtasksperchild;
+    std::optional<std::chrono::milliseconds> task_timeout;
+    std::optional<BoundCall> initializer;
+    std::shared_ptr<SharedRegion> status_memory;
+    std::optional<WorkerLauncher> launcher;
+    UniqueFd wake;
+    std::thread collector;
+
+    // Shared with the threads that submit, under mutex.
+    std::mutex mutex;
+    State state = State::running;
+    std::deque<Chunk> submitted;
+    bool joined = false;
+
+    // The collector's own.
+    std::deque<Chunk> pending;
+    std::vector<std::optional<Worker>> workers;  // by slot
+    std::vector<bool> launching;                 // by slot: asked for, not yet started
+    std::uint64_t next_sequence = 1;
+    std::exception_ptr broken;  // the initializer's error: no task can run
+    bool shutting_down = false;
+
+    explicit Impl(const PoolOptions& options);
+    WorkerStatus& status(std::uint32_t slot) const {
+        return reinterpret_cast<WorkerStatus*>(status_memory->data())[slot];
+    }
+
+    void run();
+    void wake_collector() const;
+    State take_submissions();
+    void dispatch();
+    void send_chunk(Worker& worker, Chunk chunk);
+    void maybe_retire(Worker& worker);
+    void maybe_shut_down(State state);
+    int poll_timeout_ms() const;
+    void poll_once(int timeout_ms);
+    bool handle_launcher_events();
+    void handle_started(WorkerLauncher::Event& event);
+    void handle_exited(const WorkerLauncher::Event& event);
+    void read_results(Worker& worker);
+    void deliver(Worker& worker, const Frame& frame);
+    void handle_lost(Worker& worker, const ExitStatus& exit);
+    void check_timeouts();
+    bool has_work() const;
+    void fail_everything(std::exception_ptr error);
+    void terminate_now();
+};
+
+PoolCore::Impl::Impl(const PoolOptions& options)
+    : processes(options.processes != 0 ? options.processes : process_cpu_count()),
+      maxtasksperchild(options.maxtasksperchild),
+      task_timeout(options.task_timeout),
+      initializer(options.initializer),
+      workers(processes),
+      launching(processes, false) {
+    const StartMethod method = options.start_method.value_or(get_start_method());
+    if (method != StartMethod::fork) {
+        throw StateError("mproc: this build of mproc starts workers by fork only; spawn and "
+                         "forkserver are not available yet");
+    }
+    if (task_timeout && task_timeout->count() <= 0) {
+        throw StateError("mproc: task_timeout must be positive");
+    }
+    status_memory = SharedRegion::create(processes * sizeof(WorkerStatus));
+    for (std::size_t slot = 0; slot < processes; ++slot) new (&status(slot)) WorkerStatus();
+    wake = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!wake) throw_system_error("eventfd");
+    // The launcher is forked before the collector thread exists: it inherits no thread.
+    launcher.emplace(&status(0), initializer ? &initializer->frame() : nullptr);
+    for (std::uint32_t slot = 0; slot < processes; ++slot) {
+        launcher->launch(slot);
+        launching[slot] = true;
+    }
+    collector = std::thread([this] {
+        try {
+            run();
+        } catch (...) {
+            // Nothing the collector does should throw; if it does, fail loudly, not silently.
+            {
+                std::lock_guard lock(mutex);
+                state = State::terminating;
+            }
+            launcher->kill_all();
+            fail_everything(std::current_exception());
+        }
+    });
+}
+
+void PoolCore::Impl::wake_collector() const {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto written = ::write(wake.get(), &one, sizeof one);
+}
+
+PoolCore::Impl::State PoolCore::Impl::take_submissions() {
+    std::uint64_t count;
+    [[maybe_unused]] auto read = ::read(wake.get(), &count, sizeof count);
+    std::lock_guard lock(mutex);
+    while (!submitted.empty()) {
+        if (broken) {
+            submitted.front().fail(broken);
+        } else {
+            pending.push_back(std::move(submitted.front()));
+        }
+        submitted.pop_front();
+    }
+    return state;
+}
+
+bool PoolCore::Impl::has_work() const {
+    if (!pending.empty()) return true;
+    return std::any_of(workers.begin(), workers.end(),
+                       [](const auto& worker) { return worker && !worker->in_flight.empty(); });
+}
+
+void PoolCore::Impl::run() {
+    while (true) {
+        const State state = take_submissions();
+        if (state == State::terminating) return terminate_now();
+        dispatch();
+        maybe_shut_down(state);
+        poll_once(poll_timeout_ms());
+        if (!handle_launcher_events()) {
+            // The launcher has exited: after a shutdown, as it should; otherwise it was killed
+            // and with it every worker.
+            fail_everything(std::make_exception_ptr(
+                Error("mproc: the pool's worker launcher process died; the pool cannot run tasks")));
+            return;
+        }
+        check_timeouts();
+    }
+}
+
+void PoolCore::Impl::dispatch() {
+    for (auto& worker : workers) {
+        if (!worker || worker->stopping) continue;
+        while (!pending.empty() && worker->in_flight.size() < chunks_in_flight &&
+               (maxtasksperchild == 0 || worker->tasks_given < maxtasksperchild)) {
+            Chunk chunk = std::move(pending.front());
+            pending.pop_front();
+            send_chunk(*worker, std::move(chunk));
+        }
+        worker->link->flush();
+    }
+}
+
+void PoolCore::Impl::send_chunk(Worker& worker, Chunk chunk) {
+    stamp_sequence(chunk, next_sequence++);
+    worker.tasks_given += chunk.tasks();
+    worker.link->post(chunk.frame);
+    worker.in_flight.push_back(std::move(chunk));
+}
+
+void PoolCore::Impl::maybe_retire(Worker& worker) {
+    if (worker.stopping || !worker.in_flight.empty()) return;
+    const bool used_up = maxtasksperchild != 0 && worker.tasks_given >= maxtasksperchild;
+    if (!used_up && !shutting_down && !broken) return;
+    FrameWriter stop(FrameKind::stop, 0);
+    worker.link->post(std::make_shared<Frame>(stop.finish()));
+    worker.link->flush();
+    worker.stopping = true;
+}
+
+void PoolCore::Impl::maybe_shut_down(State state) {
+    if (shutting_down || state != State::closed || has_work()) return;
+    shutting_down = true;
+    for (auto& worker : workers) {
+        if (worker) maybe_retire(*worker);
+    }
+    launcher->shutdown();
+}
+
+int PoolCore::Impl::poll_timeout_ms() const {
+    if (!task_timeout || !has_work()) return -1;
+    // Often enough to catch a task soon after its deadline, rarely enough to cost nothing.
+    return static_cast<int>(std::clamp<long long>(task_timeout->count() / 10, 5, 100));
+}
+
+void PoolCore::Impl::poll_once(int timeout_ms) {
+    std::vector<pollfd> fds{{wake.get(), POLLIN, 0}, {launcher->poll_fd(), POLLIN, 0}};
+    std::vector<std::uint32_t> slots;
+    for (auto& worker : workers) {
+        if (!worker) continue;
+        const short events = POLLIN | (worker->link->has_unsent() ? POLLOUT : 0);
+        fds.push_back({worker->link->poll_fd(), events, 0});
+        slots.push_back(worker->slot);
+    }
+    if (::poll(fds.data(), fds.size(), timeout_ms) < 0) {
+        if (errno == EINTR) return;
+        throw_system_error("poll");
+    }
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+        const short revents = fds[i + 2].revents;
+        if (revents == 0) continue;
+        auto& worker = workers[slots[i]];
+        if (!worker) continue;
+        if ((revents & POLLOUT) != 0) worker->link->flush();
+        if ((revents & (POLLIN | POLLHUP | POLLERR)) != 0) read_results(*worker);
+    }
+}
+
+void PoolCore::Impl::read_results(Worker& worker) {
+    std::vector<Frame> frames;
+    try {
+        worker.link->receive_ready(frames);
+    } catch (const SerializationError&) {
+        // The worker sent bytes that are not frames: it cannot be trusted with more work. Its
+        // death, reported by the launcher, hands its chunks on.
+        signal_pidfd(worker.pidfd, SIGKILL);
+    }
+    for (const Frame& frame : frames) deliver(worker, frame);
+    maybe_retire(worker);
+}
+
+void PoolCore::Impl::deliver(Worker& worker, const Frame& frame) {
+    if (frame.kind() == FrameKind::init_failed) {
+        try {
+            ItemReader items(frame.payload());
+            decode_result<void>(items.next());
+            broken = std::make_exception_ptr(Error("mproc: a worker's initializer failed"));
+        } catch (...) {
+            broken = std::current_exception();
+        }
+        fail_everything(broken);
+        return;
+    }
+    const FrameHeader header = frame.header();
+    if (frame.kind() != FrameKind::result || worker.in_flight.empty() ||
+        worker.in_flight.front().sequence != header.sequence) {
+        signal_pidfd(worker.pidfd, SIGKILL);  // out of step with the pool: see read_results
+        return;
+    }
+    Chunk chunk = std::move(worker.in_flight.front());
+    worker.in_flight.pop_front();
+    FdInbox inbox(frame.fds);
+    FdInboxScope scope(inbox);
+    ItemReader items(frame.payload());
+    for (std::uint32_t task = 0; task < chunk.tasks(); ++task) {
+        try {
+            if (task >= header.item_count) {
+                throw SerializationError("mproc: a worker sent fewer results than it had tasks");
+            }
+            chunk.job->deliver(chunk.first_task + task, items.next());
+        } catch (...) {
+            chunk.job->fail(chunk.first_task + task, std::current_exception());
+        }
+    }
+}
+
+bool PoolCore::Impl::handle_launcher_events() {
+    while (auto event = launcher->next_event()) {
+        switch (event->kind) {
+            case WorkerLauncher::Event::Kind::started: handle_started(*event); break;
+            case WorkerLauncher::Event::Kind::exited: handle_exited(*event); break;
+            case WorkerLauncher::Event::Kind::gone: return false;
+        }
+    }
+    return true;
+}
+
+void PoolCore::Impl::handle_started(WorkerLauncher::Event& event) {
+    if (event.slot >= workers.size()) return;
+    launching[event.slot] = false;
+    Worker& worker = workers[event.slot].emplace();
+    worker.slot = event.slot;
+    worker.pid = event.pid;
+    worker.pidfd = open_pidfd(event.pid);
+    worker.link = std::make_unique<SocketLink>(std::move(event.socket));
+    if (shutting_down || broken) maybe_retire(worker);
+}
+
+void PoolCore::Impl::handle_exited(const WorkerLauncher::Event& event) {
+    if (event.slot >= workers.size()) return;
+    auto& slot = workers[event.slot];
+    if (!slot || slot->pid != event.pid) return;
+    read_results(*slot);  // what it sent before it died still counts
+    if (!slot->in_flight.empty()) handle_lost(*slot, event.status);
+    slot.reset();
+    const bool wanted = !broken && !shutting_down;
+    if (wanted && !launching[event.slot]) {
+        launcher->launch(event.slot);
+        launching[event.slot] = true;
+    }
+}
+
+void PoolCore::Impl::handle_lost(Worker& worker, const ExitStatus& exit) {
+    Chunk& front = worker.in_flight.front();
+    const WorkerStatus& status = this->status(worker.slot);
+    const bool task_running = status.running.load(std::memory_order_acquire) != 0 &&
+                              status.sequence.load(std::memory_order_relaxed) == front.sequence;
+    std::deque<Chunk> resend;
+    if (task_running) {
+        const std::uint32_t culprit = std::min(status.item.load(), front.tasks() - 1);
+        std::exception_ptr error;
+        if (worker.killed_for_timeout) {
+            error = std::make_exception_ptr(TimeoutError(
+                "mproc: the task ran longer than the pool's task_timeout of " +
+                std::to_string(task_timeout->count()) + " ms; its worker " +
+                std::to_string(worker.pid) + " was killed and replaced"));
+        } else {
+            error = std::make_exception_ptr(WorkerLost(worker.pid, exit.exit_code, exit.signal));
+        }
+        front.job->fail(front.first_task + culprit, error);
+        // The chunk's other tasks did not fail: they run again, elsewhere. Those before the
+        // culprit had finished, but their results died with the worker.
+        if (culprit > 0) resend.push_back(slice(front, 0, culprit));
+        if (culprit + 1 < front.tasks()) resend.push_back(slice(front, culprit + 1, front.tasks()));
+        worker.in_flight.pop_front();
+    }
+    for (auto& chunk : worker.in_flight) {
+        if (!task_running && &chunk == &worker.in_flight.front() && ++chunk.losses >= max_chunk_losses) {
+            chunk.fail(std::make_exception_ptr(WorkerLost(worker.pid, exit.exit_code, exit.signal)));
+            continue;
+        }
+        resend.push_back(std::move(chunk));
+    }
+    worker.in_flight.clear();
+    pending.insert(pending.begin(), std::make_move_iterator(resend.begin()),
+                   std::make_move_iterator(resend.end()));
+}
+
+void PoolCore::Impl::check_timeouts() {
+    if (!task_timeout) return;
+    const auto now = std::chrono::steady_clock::now().time_since_epoch();
+    const auto limit = std::chrono::duration_cast<std::chrono::nanoseconds>(*task_timeout).count();
+    for (auto& worker : workers) {
+        if (!worker || worker->in_flight.empty() || worker->killed_for_timeout) continue;
+        const WorkerStatus& status = this->status(worker->slot);
+        if (status.running.load(std::memory_order_acquire) == 0) continue;
+        const auto started = status.started_ns.load(std::memory_order_relaxed);
+        if (std::chrono::nanoseconds(now).count() - started > limit) {
+            worker->killed_for_timeout = true;
+            signal_pidfd(worker->pidfd, SIGKILL);
+        }
+    }
+}
+
+void PoolCore::Impl::fail_everything(std::exception_ptr error) {
+    for (auto& chunk : pending) chunk.fail(error);
+    pending.clear();
+    for (auto& worker : workers) {
+        if (!worker) continue;
+        for (auto& chunk : worker->in_flight) chunk.fail(error);
+        worker->in_flight.clear();
+    }
+    std::lock_guard lock(mutex);
+    for (auto& chunk : submitted) chunk.fail(error);
+    submitted.clear();
+}
+
+void PoolCore::Impl::terminate_now() {
+    launcher->kill_all();
+    fail_everything(terminated_error());
+    // Wait for the launcher to report that it and its workers are gone.
+    while (true) {
+        pollfd fd{launcher->poll_fd(), POLLIN, 0};
+        if (::poll(&fd, 1, -1) < 0 && errno != EINTR) break;
+        bool gone = false;
+        while (auto event = launcher->next_event()) {
+            if (event->kind == WorkerLauncher::Event::Kind::gone) gone = true;
+        }
+        if (gone) break;
+    }
+    workers.clear();
+}
+
+PoolCore::PoolCore(const PoolOptions& options) : impl_(std::make_unique<Impl>(options)) {}
+
+PoolCore::~PoolCore() {
+    if (!impl_) return;
+    {
+        std::lock_guard lock(impl_->mutex);
+        if (impl_->joined) return;
+    }
+    terminate();
+}
+
+std::size_t PoolCore::processes() const noexcept { return impl_->processes; }
+
+void PoolCore::submit(std::shared_ptr<Job> job, std::vector<Frame> frames) {
+    std::size_t first_task = 0;
+    {
+        std::lock_guard lock(impl_->mutex);
+        if (impl_->state != Impl::State::running) {
+            throw StateError("mproc: a task was submitted to a pool that was closed or terminated");
+        }
+        for (auto& frame : frames) {
+            Chunk chunk;
+            chunk.job = job;
+            chunk.first_task = first_task;
+            chunk.frame = std::make_shared<Frame>(std::move(frame));
+            first_task += chunk.tasks();
+            impl_->submitted.push_back(std::move(chunk));
+        }
+    }
+    impl_->wake_collector();
+}
+
+void PoolCore::close() {
+    {
+        std::lock_guard lock(impl_->mutex);
+        if (impl_->state == Impl::State::running) impl_->state = Impl::State::closed;
+    }
+    impl_->wake_collector();
+}
+
+void PoolCore::join() {
+    {
+        std::lock_guard lock(impl_->mutex);
+        if (impl_->state == Impl::State::running) {
+            throw StateError("mproc: join() on a pool that is still running; call close() or "
+                             "terminate() first");
+        }
+        if (impl_->joined) return;
+        impl_->joined = true;
+    }
+    impl_->collector.join();
+    impl_->launcher->reap();
+}
+
+void PoolCore::terminate() {
+    {
+        std::lock_guard lock(impl_->mutex);
+        if (impl_->joined) return;
+        impl_->state = Impl::State::terminating;
+    }
+    impl_->wake_collector();
+    join();
+}
+
+}  // namespace mproc::detail

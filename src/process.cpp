@@ -1,0 +1,136 @@
+#include "mproc/process.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+
+#include "mproc/errors.hpp"
+#include "os/process.hpp"
+#include "worker/exception_capture.hpp"
+
+namespace mproc {
+
+namespace detail {
+
+class ProcessState {
+public:
+    ProcessState(ProcessOptions options, std::unique_ptr<ProcessTarget> target)
+        : options_(std::move(options)), target_(std::move(target)) {
+        static std::atomic<int> created{0};
+        if (options_.name.empty()) options_.name = "Process-" + std::to_string(++created);
+    }
+
+    void start() {
+        if (pid_ != 0) throw StateError("mproc: process '" + options_.name + "' was already started");
+        if (options_.start_method.value_or(get_start_method()) != StartMethod::fork) {
+            throw StateError("mproc: this build of mproc starts processes by fork only; spawn "
+                             "and forkserver are not available yet");
+        }
+        const pid_t pid = fork_child();
+        if (pid == 0) run_child();
+        pid_ = pid;
+        pidfd_ = open_pidfd(pid);
+    }
+
+    bool join_for(std::optional<std::chrono::milliseconds> timeout) {
+        require_started("join");
+        if (exitcode_) return true;
+        if (!wait_pidfd(pidfd_, timeout)) return false;
+        settle(reap(pid_, true));
+        return true;
+    }
+
+    std::optional<int> exitcode() {
+        if (pid_ != 0 && !exitcode_) settle(reap(pid_, false));
+        return exitcode_;
+    }
+
+    void signal(int sig, const char* what) {
+        require_started(what);
+        if (!exitcode()) signal_pidfd(pidfd_, sig);
+    }
+
+    void end_with_owner() {
+        if (pid_ == 0 || exitcode()) return;
+        if (options_.daemon) {
+            signal_pidfd(pidfd_, SIGTERM);
+            if (!join_for(std::chrono::seconds(1))) signal_pidfd(pidfd_, SIGKILL);
+        }
+        join_for(std::nullopt);
+    }
+
+    pid_t pid() const noexcept { return pid_; }
+    const ProcessOptions& options() const noexcept { return options_; }
+
+private:
+    [[noreturn]] void run_child() {
+        set_process_title(options_.name.c_str());
+        enable_throw_backtraces();
+        int code = 0;
+        try {
+            target_->run();
+        } catch (...) {
+            const ErrorInfo error = capture_current_exception();
+            std::fprintf(stderr, "Process %s (pid %d) ended with an exception:\n%s: %s\n%s",
+                         options_.name.c_str(), static_cast<int>(::getpid()),
+                         error.type_name.c_str(), error.message.c_str(), error.traceback.c_str());
+            code = 1;
+        }
+        std::fflush(nullptr);
+        ::_exit(code);
+    }
+
+    void require_started(const char* what) const {
+        if (pid_ == 0) {
+            throw StateError(std::string("mproc: ") + what + "() on process '" + options_.name +
+                             "', which was never started");
+        }
+    }
+
+    void settle(std::optional<ExitStatus> status) {
+        if (!status) return;
+        exitcode_ = status->python_exitcode();
+        pidfd_.reset();
+    }
+
+    ProcessOptions options_;
+    std::unique_ptr<ProcessTarget> target_;
+    pid_t pid_ = 0;
+    UniqueFd pidfd_;
+    std::optional<int> exitcode_;
+};
+
+}  // namespace detail
+
+Process::Process(ProcessOptions options, std::unique_ptr<detail::ProcessTarget> target)
+    : state_(std::make_unique<detail::ProcessState>(std::move(options), std::move(target))) {}
+
+Process::Process(Process&&) noexcept = default;
+
+Process& Process::operator=(Process&& other) noexcept {
+    if (this != &other) {
+        if (state_) state_->end_with_owner();
+        state_ = std::move(other.state_);
+    }
+    return *this;
+}
+
+Process::~Process() {
+    if (state_) state_->end_with_owner();
+}
+
+void Process::start() { state_->start(); }
+void Process::join() { state_->join_for(std::nullopt); }
+bool Process::join_for(std::chrono::milliseconds timeout) { return state_->join_for(timeout); }
+bool Process::is_alive() { return state_->pid() != 0 && !state_->exitcode(); }
+void Process::terminate() { state_->signal(SIGTERM, "terminate"); }
+void Process::kill() { state_->signal(SIGKILL, "kill"); }
+std::optional<int> Process::exitcode() { return state_->exitcode(); }
+pid_t Process::pid() const noexcept { return state_->pid(); }
+const std::string& Process::name() const noexcept { return state_->options().name; }
+bool Process::daemon() const noexcept { return state_->options().daemon; }
+
+}  // namespace mproc

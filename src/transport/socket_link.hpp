@@ -1,0 +1,45 @@
+#pragma once
+
+#include <cstddef>
+#include <deque>
+
+#include "transport/link.hpp"
+
+namespace mproc::detail {
+
+// A Link over a SOCK_STREAM Unix socket. Frames are written back to back, several in one
+// sendmsg when they carry no descriptors; descriptors ride SCM_RIGHTS on a frame's first byte.
+// Reads go through a buffer, except that the bytes of a large frame go straight into it.
+class SocketLink final : public Link {
+public:
+    explicit SocketLink(UniqueFd socket) noexcept : socket_(std::move(socket)) {}
+
+    void post(std::shared_ptr<const Frame> frame) override;
+    bool flush() override;
+    bool has_unsent() const noexcept override { return !unsent_.empty(); }
+    bool receive_ready(std::vector<Frame>& out) override;
+    int poll_fd() const noexcept override { return socket_.get(); }
+
+    std::optional<Frame> receive() override;
+    bool send(Frame frame) override;
+
+private:
+    enum class Progress { some, would_block, closed };
+    Progress write_some(bool wait);
+    Progress read_some(bool wait);
+    // Moves the frame at the front of the buffer into out, if it is complete.
+    bool take_frame(std::optional<Frame>& out);
+    std::size_t buffered() const noexcept { return end_ - start_; }
+
+    UniqueFd socket_;
+    std::deque<std::shared_ptr<const Frame>> unsent_;
+    std::size_t sent_of_front_ = 0;
+    std::vector<std::byte> buffer_;
+    std::size_t start_ = 0;  // the first byte in buffer_ not yet taken
+    std::size_t end_ = 0;    // one past the last byte received
+    std::vector<UniqueFd> arrived_fds_;
+    std::size_t next_fd_ = 0;
+    bool peer_gone_ = false;
+};
+
+}  // namespace mproc::detail

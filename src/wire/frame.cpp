@@ -1,0 +1,102 @@
+#include "mproc/detail/frame.hpp"
+
+#include <string>
+
+#include "mproc/errors.hpp"
+
+namespace mproc::detail {
+
+void check_header(const FrameHeader& header) {
+    if (header.magic != frame_magic) {
+        throw SerializationError("mproc: a frame does not start with mproc's magic number");
+    }
+    if (header.version != frame_version) {
+        throw SerializationError("mproc: a frame has wire version " +
+                                 std::to_string(header.version) + ", this build reads " +
+                                 std::to_string(frame_version));
+    }
+    if (header.kind < static_cast<std::uint16_t>(FrameKind::task) ||
+        header.kind > static_cast<std::uint16_t>(FrameKind::init_failed)) {
+        throw SerializationError("mproc: a frame has the unknown kind " +
+                                 std::to_string(header.kind));
+    }
+    if (header.fd_count > max_frame_fds) {
+        throw SerializationError("mproc: a frame claims " + std::to_string(header.fd_count) +
+                                 " descriptors, more than the " + std::to_string(max_frame_fds) +
+                                 " one message can carry");
+    }
+    if (header.payload_bytes > max_payload_bytes) {
+        throw SerializationError("mproc: a frame claims " + std::to_string(header.payload_bytes) +
+                                 " bytes, more than the limit of " +
+                                 std::to_string(max_payload_bytes));
+    }
+    if (header.item_count > header.payload_bytes / sizeof(ItemLength)) {
+        throw SerializationError("mproc: a frame claims more items than its payload can hold");
+    }
+}
+
+FrameWriter::FrameWriter(FrameKind kind, std::uint64_t sequence, std::uint64_t entry,
+                         std::uint64_t function) {
+    FrameHeader header{};
+    header.magic = frame_magic;
+    header.version = frame_version;
+    header.kind = static_cast<std::uint16_t>(kind);
+    header.sequence = sequence;
+    header.entry = entry;
+    header.function = function;
+    frame_.bytes.resize(sizeof header);
+    std::memcpy(frame_.bytes.data(), &header, sizeof header);
+}
+
+void FrameWriter::begin_item() {
+    item_start_ = frame_.bytes.size();
+    frame_.bytes.resize(item_start_ + sizeof(ItemLength));
+}
+
+void FrameWriter::end_item() {
+    const std::size_t length = frame_.bytes.size() - item_start_ - sizeof(ItemLength);
+    if (length > max_payload_bytes || frame_.bytes.size() - sizeof(FrameHeader) > max_payload_bytes) {
+        throw SerializationError("mproc: a value of " + std::to_string(length) +
+                                 " bytes makes a frame larger than the limit of " +
+                                 std::to_string(max_payload_bytes) + " bytes");
+    }
+    const auto prefix = static_cast<ItemLength>(length);
+    std::memcpy(frame_.bytes.data() + item_start_, &prefix, sizeof prefix);
+    ++items_;
+}
+
+void FrameWriter::add_fds(std::vector<UniqueFd> fds) {
+    for (auto& fd : fds) frame_.fds.push_back(std::move(fd));
+    if (frame_.fds.size() > max_frame_fds) {
+        throw SerializationError("mproc: a frame would carry more than " +
+                                 std::to_string(max_frame_fds) + " shared handles");
+    }
+}
+
+Frame FrameWriter::finish() {
+    FrameHeader header = frame_.header();
+    header.item_count = items_;
+    header.fd_count = static_cast<std::uint32_t>(frame_.fds.size());
+    header.payload_bytes = frame_.bytes.size() - sizeof header;
+    std::memcpy(frame_.bytes.data(), &header, sizeof header);
+    items_ = 0;
+    return std::move(frame_);
+}
+
+std::span<const std::byte> ItemReader::next() {
+    ItemLength length = 0;
+    if (rest_.size() < sizeof length) {
+        throw SerializationError("mproc: a frame ends inside an item's length");
+    }
+    std::memcpy(&length, rest_.data(), sizeof length);
+    rest_ = rest_.subspan(sizeof length);
+    if (length > rest_.size()) {
+        throw SerializationError("mproc: an item of " + std::to_string(length) +
+                                 " bytes runs past the end of its frame");
+    }
+    auto item = rest_.first(length);
+    rest_ = rest_.subspan(length);
+    return item;
+}
+
+}  // namespace mproc::detail

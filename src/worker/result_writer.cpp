@@ -1,0 +1,54 @@
+#include "mproc/detail/task_codec.hpp"
+#include "worker/exception_capture.hpp"
+
+namespace mproc::detail {
+
+ResultWriter::ResultWriter(std::uint64_t sequence, WorkerStatus* status) noexcept
+    : writer_(FrameKind::result, sequence), status_(status) {
+    if (status_ != nullptr) status_->sequence.store(sequence, std::memory_order_relaxed);
+}
+
+void ResultWriter::ok_void() {
+    writer_.begin_item();
+    writer_.buffer().push_back(std::byte{static_cast<std::uint8_t>(ResultStatus::ok)});
+    writer_.end_item();
+}
+
+namespace {
+
+// The frames below the entry that ran the task are the worker's own machinery, the same for
+// every task: the user needs the frames from the throw down to the task.
+void trim_below_entry(std::string& traceback) {
+    const auto entry = traceback.find("mproc::detail::run_chunk<");
+    if (entry == std::string::npos) return;
+    const auto line_end = traceback.find('\n', entry);
+    if (line_end != std::string::npos) traceback.resize(line_end + 1);
+}
+
+}  // namespace
+
+void ResultWriter::error() noexcept {
+    ErrorInfo info = capture_current_exception();
+    trim_below_entry(info.traceback);
+    write_error(info);
+}
+
+void ResultWriter::write_error(const ErrorInfo& info) noexcept {
+    try {
+        writer_.begin_item();
+        writer_.buffer().push_back(std::byte{static_cast<std::uint8_t>(ResultStatus::error)});
+        encode(writer_.buffer(), info);
+        writer_.end_item();
+        ++errors_;
+    } catch (...) {
+        // Only a failed allocation gets here; the item stays missing and the pool fails it.
+        writer_.abandon_item();
+    }
+}
+
+Frame ResultWriter::finish() {
+    writer_.add_fds(outbox_.take());
+    return writer_.finish();
+}
+
+}  // namespace mproc::detail

@@ -1,0 +1,598 @@
+// The wire's safety contract: every value mproc promises to send comes back equal, and bytes
+// that do not decode (truncated, corrupted, lying about sizes, left over) give
+// SerializationError, never a crash, a hang, undefined behaviour or a huge allocation. The
+// frame layer around the values checks its header and its item lengths the same way.
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <optional>
+#include <random>
+#include <set>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "mproc/detail/frame.hpp"
+#include "mproc/detail/wire_archive.hpp"
+#include "mproc/errors.hpp"
+
+namespace {
+
+using mproc::SerializationError;
+using mproc::detail::check_header;
+using mproc::detail::decode;
+using mproc::detail::encode;
+using mproc::detail::Frame;
+using mproc::detail::FrameHeader;
+using mproc::detail::FrameKind;
+using mproc::detail::FrameWriter;
+using mproc::detail::ItemReader;
+using Bytes = std::vector<std::byte>;
+
+template <class T>
+T round_trip(const T& value) {
+    Bytes bytes;
+    encode(bytes, value);
+    T back{};
+    decode(bytes, back);
+    return back;
+}
+
+template <class... T>
+Bytes encoded(const T&... values) {
+    Bytes bytes;
+    encode(bytes, values...);
+    return bytes;
+}
+
+// Decodes bytes as T and reports whether they decoded; SerializationError is the only failure
+// allowed, so anything else escapes and fails the test.
+template <class T>
+bool decodes_as(std::span<const std::byte> bytes) {
+    try {
+        T value{};
+        decode(bytes, value);
+        return true;
+    } catch (const SerializationError&) {
+        return false;
+    }
+}
+
+enum class Colour : std::uint8_t { red, green, blue };
+enum Weekday : int { monday = 1, sunday = 7 };
+
+struct Point {
+    double x = 0;
+    double y = 0;
+    std::string label;
+
+    template <class Archive>
+    void serialize(Archive& ar) {
+        ar(x, y, label);
+    }
+    bool operator==(const Point&) const = default;
+};
+
+// A value that exercises every promised type at once; the truncation and corruption tests
+// decode it.
+struct Everything {
+    std::int8_t i8 = 0;
+    std::uint64_t u64 = 0;
+    float f = 0;
+    bool flag = false;
+    Colour colour = Colour::red;
+    std::string text;
+    std::vector<std::int32_t> numbers;
+    std::vector<std::string> words;
+    std::vector<bool> bits;
+    std::array<bool, 3> more_bits{};
+    std::map<std::string, std::vector<double>> by_name;
+    std::unordered_map<int, std::string> by_id;
+    std::set<std::int16_t> seen;
+    std::pair<int, std::string> pair;
+    std::tuple<char, Point, std::optional<int>> tuple;
+    std::optional<std::string> maybe;
+    std::variant<std::monostate, int, std::string, Point> choice;
+    std::chrono::milliseconds timeout{0};
+
+    template <class Archive>
+    void serialize(Archive& ar) {
+        ar(i8, u64, f, flag, colour, text, numbers, words, bits, more_bits, by_name, by_id, seen,
+           pair, tuple, maybe, choice, timeout);
+    }
+    bool operator==(const Everything&) const = default;
+};
+
+Everything sample_everything() {
+    Everything e;
+    e.i8 = -5;
+    e.u64 = 0x0123456789abcdefULL;
+    e.f = 2.5F;
+    e.flag = true;
+    e.colour = Colour::blue;
+    e.text = "hello, wire";
+    e.numbers = {1, -2, 3, 1 << 30};
+    e.words = {"", "one", "two words"};
+    e.bits = {true, false, true};
+    e.more_bits = {false, true, true};
+    e.by_name = {{"a", {1.0, 2.0}}, {"b", {}}};
+    e.by_id = {{1, "x"}, {2, "yy"}};
+    e.seen = {3, -4, 5};
+    e.pair = {9, "nine"};
+    e.tuple = {'q', Point{1.5, -2.5, "p"}, 17};
+    e.maybe = "present";
+    e.choice = Point{0.0, 1.0, "chosen"};
+    e.timeout = std::chrono::milliseconds(1234);
+    return e;
+}
+
+// A type whose own load refuses some values.
+struct Picky {
+    int value = 0;
+    template <class Archive>
+    void serialize(Archive& ar) {
+        ar(value);
+        if (value < 0) throw std::invalid_argument("Picky wants a non-negative value");
+    }
+};
+
+// A type whose save refuses to run.
+struct Unsendable {
+    int value = 7;
+    template <class Archive>
+    void save(Archive& ar) const {
+        ar(value);
+        throw cereal::Exception("Unsendable refuses");
+    }
+    template <class Archive>
+    void load(Archive& ar) {
+        ar(value);
+    }
+};
+
+// An allocator that remembers the largest block anything asked of it, to show that a lying
+// size prefix is refused before a container is sized from it.
+inline std::size_t largest_allocation = 0;
+
+template <class T>
+struct RecordingAllocator {
+    using value_type = T;
+    RecordingAllocator() noexcept = default;
+    template <class U>
+    RecordingAllocator(const RecordingAllocator<U>&) noexcept {}
+    T* allocate(std::size_t n) {
+        largest_allocation = std::max(largest_allocation, n * sizeof(T));
+        return std::allocator<T>{}.allocate(n);
+    }
+    void deallocate(T* p, std::size_t n) noexcept { std::allocator<T>{}.deallocate(p, n); }
+    template <class U>
+    bool operator==(const RecordingAllocator<U>&) const noexcept {
+        return true;
+    }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Round trips
+
+TEST(WireArchive, IntegersOfEveryWidthRoundTrip) {
+    EXPECT_EQ(round_trip(std::int8_t{-128}), -128);
+    EXPECT_EQ(round_trip(std::uint8_t{255}), 255);
+    EXPECT_EQ(round_trip(std::int16_t{-32768}), -32768);
+    EXPECT_EQ(round_trip(std::uint32_t{0xdeadbeef}), 0xdeadbeefU);
+    EXPECT_EQ(round_trip(std::numeric_limits<std::int64_t>::min()),
+              std::numeric_limits<std::int64_t>::min());
+    EXPECT_EQ(round_trip(std::numeric_limits<std::uint64_t>::max()),
+              std::numeric_limits<std::uint64_t>::max());
+    EXPECT_EQ(round_trip('z'), 'z');
+    EXPECT_EQ(round_trip(char32_t{0x1F600}), char32_t{0x1F600});
+}
+
+TEST(WireArchive, FloatingPointValuesRoundTripIncludingSpecialValues) {
+    EXPECT_EQ(round_trip(3.25), 3.25);
+    EXPECT_EQ(round_trip(-1.5F), -1.5F);
+    EXPECT_EQ(round_trip(std::numeric_limits<double>::infinity()),
+              std::numeric_limits<double>::infinity());
+    EXPECT_TRUE(std::signbit(round_trip(-0.0)));
+    EXPECT_TRUE(std::isnan(round_trip(std::numeric_limits<double>::quiet_NaN())));
+}
+
+TEST(WireArchive, BoolsRoundTrip) {
+    EXPECT_TRUE(round_trip(true));
+    EXPECT_FALSE(round_trip(false));
+}
+
+TEST(WireArchive, EnumsWithAFixedUnderlyingTypeRoundTrip) {
+    EXPECT_EQ(round_trip(Colour::green), Colour::green);
+    EXPECT_EQ(round_trip(sunday), sunday);
+}
+
+TEST(WireArchive, StringsRoundTripIncludingTheEmptyStringAndEmbeddedNuls) {
+    EXPECT_EQ(round_trip(std::string()), "");
+    EXPECT_EQ(round_trip(std::string("a\0b", 3)), std::string("a\0b", 3));
+    EXPECT_EQ(round_trip(std::string(10000, 'x')), std::string(10000, 'x'));
+}
+
+TEST(WireArchive, VectorsRoundTrip) {
+    EXPECT_EQ(round_trip(std::vector<int>{}), std::vector<int>{});
+    EXPECT_EQ(round_trip(std::vector<double>{1.0, -2.0, 3.5}),
+              (std::vector<double>{1.0, -2.0, 3.5}));
+    EXPECT_EQ(round_trip(std::vector<std::byte>{std::byte{0}, std::byte{0xff}}),
+              (std::vector<std::byte>{std::byte{0}, std::byte{0xff}}));
+    EXPECT_EQ(round_trip(std::vector<std::string>{"a", "", "ccc"}),
+              (std::vector<std::string>{"a", "", "ccc"}));
+    EXPECT_EQ(round_trip(std::vector<bool>{true, false, true}),
+              (std::vector<bool>{true, false, true}));
+}
+
+TEST(WireArchive, ArraysRoundTrip) {
+    EXPECT_EQ(round_trip(std::array<int, 3>{1, 2, 3}), (std::array<int, 3>{1, 2, 3}));
+    EXPECT_EQ(round_trip(std::array<bool, 2>{true, false}), (std::array<bool, 2>{true, false}));
+    EXPECT_EQ(round_trip(std::array<std::string, 2>{"x", "y"}),
+              (std::array<std::string, 2>{"x", "y"}));
+}
+
+TEST(WireArchive, MapsRoundTrip) {
+    const std::map<std::string, int> map{{"one", 1}, {"two", 2}};
+    EXPECT_EQ(round_trip(map), map);
+}
+
+TEST(WireArchive, UnorderedMapsRoundTrip) {
+    const std::unordered_map<int, std::string> map{{1, "one"}, {2, "two"}, {3, ""}};
+    EXPECT_EQ(round_trip(map), map);
+}
+
+TEST(WireArchive, SetsRoundTrip) {
+    const std::set<std::string> set{"b", "a", "c"};
+    EXPECT_EQ(round_trip(set), set);
+    const std::unordered_set<int> unordered{4, 5, 6};
+    EXPECT_EQ(round_trip(unordered), unordered);
+}
+
+TEST(WireArchive, PairsAndTuplesRoundTrip) {
+    const std::pair<int, std::string> pair{7, "seven"};
+    EXPECT_EQ(round_trip(pair), pair);
+    const std::tuple<int, double, std::string> tuple{1, 2.0, "three"};
+    EXPECT_EQ(round_trip(tuple), tuple);
+    EXPECT_EQ(round_trip(std::tuple<>{}), std::tuple<>{});
+}
+
+TEST(WireArchive, OptionalsRoundTripEmptyAndFull) {
+    EXPECT_EQ(round_trip(std::optional<int>{}), std::nullopt);
+    EXPECT_EQ(round_trip(std::optional<std::string>{"here"}), "here");
+}
+
+TEST(WireArchive, VariantsRoundTripEachAlternative) {
+    using V = std::variant<std::monostate, int, std::string>;
+    EXPECT_EQ(round_trip(V{}), V{});
+    EXPECT_EQ(round_trip(V{42}), V{42});
+    EXPECT_EQ(round_trip(V{std::string("s")}), V{std::string("s")});
+}
+
+TEST(WireArchive, ChronoDurationsRoundTrip) {
+    EXPECT_EQ(round_trip(std::chrono::milliseconds(1500)), std::chrono::milliseconds(1500));
+    EXPECT_EQ(round_trip(std::chrono::duration<double>(0.25)), std::chrono::duration<double>(0.25));
+}
+
+TEST(WireArchive, NestedContainersRoundTrip) {
+    const std::map<std::string, std::vector<std::optional<std::pair<int, std::string>>>> nested{
+        {"a", {std::nullopt, std::pair{1, std::string("x")}}}, {"b", {}}};
+    EXPECT_EQ(round_trip(nested), nested);
+}
+
+TEST(WireArchive, AUserStructWithSerializeRoundTrips) {
+    const Point point{1.0, -2.0, "origin-ish"};
+    EXPECT_EQ(round_trip(point), point);
+    EXPECT_EQ(round_trip(sample_everything()), sample_everything());
+}
+
+TEST(WireArchive, SeveralValuesRoundTripInOrder) {
+    const Bytes bytes = encoded(1, std::string("two"), 3.0);
+    int one = 0;
+    std::string two;
+    double three = 0;
+    decode(bytes, one, two, three);
+    EXPECT_EQ(one, 1);
+    EXPECT_EQ(two, "two");
+    EXPECT_EQ(three, 3.0);
+}
+
+TEST(WireArchive, EncodeAppendsToWhatTheVectorAlreadyHeld) {
+    Bytes bytes{std::byte{0xaa}};
+    encode(bytes, std::int32_t{5});
+    ASSERT_EQ(bytes.size(), 1 + sizeof(std::int32_t));
+    EXPECT_EQ(bytes[0], std::byte{0xaa});
+    std::int32_t back = 0;
+    decode(std::span(bytes).subspan(1), back);
+    EXPECT_EQ(back, 5);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bytes that do not decode
+
+TEST(WireArchive, EveryTruncationOfAValidEncodingIsASerializationError) {
+    const Bytes bytes = encoded(sample_everything());
+    for (std::size_t length = 0; length < bytes.size(); ++length) {
+        EXPECT_FALSE(decodes_as<Everything>(std::span(bytes).first(length)))
+            << "a prefix of " << length << " of " << bytes.size() << " bytes decoded";
+    }
+}
+
+TEST(WireArchive, BytesLeftOverAfterTheValuesAreASerializationError) {
+    Bytes bytes = encoded(std::string("complete"));
+    bytes.push_back(std::byte{0});
+    std::string value;
+    EXPECT_THROW(decode(bytes, value), SerializationError);
+}
+
+TEST(WireArchive, AStringSizePrefixOf2To60IsRefusedBeforeAnyAllocation) {
+    using String = std::basic_string<char, std::char_traits<char>, RecordingAllocator<char>>;
+    const Bytes bytes = encoded(std::uint64_t{1} << 60, std::array<char, 4>{'a', 'b', 'c', 'd'});
+    largest_allocation = 0;
+    String value;
+    EXPECT_THROW(decode(bytes, value), SerializationError);
+    EXPECT_EQ(largest_allocation, 0U);
+    // The same with the standard allocator, which under ASan aborts on such a request.
+    std::string plain;
+    EXPECT_THROW(decode(bytes, plain), SerializationError);
+}
+
+TEST(WireArchive, AVectorSizePrefixOf2To60IsRefusedBeforeAnyAllocation) {
+    const Bytes bytes = encoded(std::uint64_t{1} << 60, std::int32_t{1}, std::int32_t{2});
+    largest_allocation = 0;
+    std::vector<std::int32_t, RecordingAllocator<std::int32_t>> numbers;
+    EXPECT_THROW(decode(bytes, numbers), SerializationError);
+    std::vector<std::string, RecordingAllocator<std::string>> strings;
+    EXPECT_THROW(decode(bytes, strings), SerializationError);
+    EXPECT_EQ(largest_allocation, 0U);
+    std::vector<std::int64_t> plain;
+    EXPECT_THROW(decode(bytes, plain), SerializationError);
+}
+
+TEST(WireArchive, AVectorOfNumbersWhoseBlockIsMissingIsRefusedBeforeAnyAllocation) {
+    // 100 bytes follow the count, enough for it as a count of bytes but not of doubles.
+    Bytes bytes = encoded(std::uint64_t{100});
+    bytes.resize(bytes.size() + 100);
+    largest_allocation = 0;
+    std::vector<double, RecordingAllocator<double>> values;
+    EXPECT_THROW(decode(bytes, values), SerializationError);
+    EXPECT_EQ(largest_allocation, 0U);
+}
+
+TEST(WireArchive, AVectorOfLargeElementsAllocatesOnlyForElementsThatArrive) {
+    // The count is backed by bytes, but each element needs 4096 of them: the vector must not be
+    // sized to 1000 elements of 4096 bytes before the first one fails to arrive.
+    using Element = std::array<std::int32_t, 1024>;
+    Bytes bytes = encoded(std::uint64_t{1000});
+    bytes.resize(bytes.size() + 1000);
+    largest_allocation = 0;
+    std::vector<Element, RecordingAllocator<Element>> values;
+    EXPECT_THROW(decode(bytes, values), SerializationError);
+    EXPECT_LE(largest_allocation, 2 * sizeof(Element));
+}
+
+TEST(WireArchive, AMapCountLargerThanTheBytesThatFollowIsASerializationError) {
+    const Bytes bytes = encoded(std::uint64_t{5}, 1, 2);
+    std::map<int, int> map;
+    EXPECT_THROW(decode(bytes, map), SerializationError);
+}
+
+TEST(WireArchive, AContainerOfEmptyElementsLongerThanTheRestOfTheMessageIsRefused) {
+    // The documented price of checking counts against the bytes that remain: these elements
+    // take no bytes, so three of them after an 8-byte count are more than the 0 bytes left.
+    const Bytes bytes = encoded(std::vector<std::monostate>(3));
+    std::vector<std::monostate> back;
+    EXPECT_THROW(decode(bytes, back), SerializationError);
+}
+
+TEST(WireArchive, AVariantIndexOutOfRangeIsASerializationError) {
+    using V = std::variant<int, std::string>;
+    EXPECT_FALSE(decodes_as<V>(encoded(std::int32_t{2}, 0)));
+    EXPECT_FALSE(decodes_as<V>(encoded(std::int32_t{-1}, 0)));
+    EXPECT_FALSE(decodes_as<V>(encoded(std::numeric_limits<std::int32_t>::max(), 0)));
+}
+
+TEST(WireArchive, ABoolByteOtherThanZeroOrOneIsASerializationError) {
+    const Bytes two = encoded(std::uint8_t{2});
+    EXPECT_FALSE(decodes_as<bool>(two));
+    EXPECT_FALSE(
+        decodes_as<std::optional<std::uint8_t>>(encoded(std::uint8_t{2}, std::uint8_t{0})));
+    EXPECT_FALSE(decodes_as<std::vector<bool>>(encoded(std::uint64_t{1}, std::uint8_t{7})));
+    EXPECT_FALSE((decodes_as<std::array<bool, 2>>(encoded(std::uint8_t{1}, std::uint8_t{0x80}))));
+}
+
+TEST(WireArchive, AnyValueOfAnEnumWithAFixedUnderlyingTypeDecodes) {
+    for (int value = 0; value < 256; ++value) {
+        Colour colour{};
+        decode(encoded(static_cast<std::uint8_t>(value)), colour);
+        EXPECT_EQ(static_cast<int>(colour), value);
+    }
+}
+
+TEST(WireArchive, AnExceptionFromAUserLoadBecomesASerializationError) {
+    Picky picky;
+    EXPECT_THROW(decode(encoded(-1), picky), SerializationError);
+}
+
+TEST(WireArchive, EncodeLeavesTheVectorAsItWasWhenAValueCannotBeEncoded) {
+    Bytes bytes{std::byte{1}, std::byte{2}};
+    EXPECT_THROW(encode(bytes, 3, Unsendable{}), SerializationError);
+    EXPECT_EQ(bytes, (Bytes{std::byte{1}, std::byte{2}}));
+}
+
+TEST(WireArchive, RandomByteFlipsEitherDecodeOrGiveSerializationError) {
+    const Bytes original = encoded(sample_everything());
+    for (std::uint32_t seed = 0; seed < 2000; ++seed) {
+        std::mt19937 rng(seed);
+        Bytes bytes = original;
+        const int flips = 1 + static_cast<int>(rng() % 4);
+        for (int i = 0; i < flips; ++i) {
+            bytes[rng() % bytes.size()] = static_cast<std::byte>(rng() & 0xff);
+        }
+        decodes_as<Everything>(bytes);
+    }
+}
+
+TEST(WireArchive, RandomBytesEitherDecodeOrGiveSerializationError) {
+    for (std::uint32_t seed = 0; seed < 2000; ++seed) {
+        std::mt19937 rng(seed);
+        Bytes bytes(rng() % 64);
+        for (auto& b : bytes) b = static_cast<std::byte>(rng() & 0xff);
+        // Small counts are likelier to pass the size check, so the element paths get exercised.
+        if (bytes.size() >= 8 && rng() % 2 == 0) {
+            const std::uint64_t count = rng() % 8;
+            std::memcpy(bytes.data(), &count, sizeof count);
+        }
+        decodes_as<std::string>(bytes);
+        decodes_as<std::vector<std::int16_t>>(bytes);
+        decodes_as<std::vector<std::string>>(bytes);
+        decodes_as<std::map<std::uint8_t, std::string>>(bytes);
+        decodes_as<std::optional<std::variant<int, std::string, std::monostate>>>(bytes);
+        decodes_as<std::tuple<bool, Colour, std::chrono::milliseconds>>(bytes);
+        decodes_as<Everything>(bytes);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frames
+
+FrameHeader valid_header() {
+    FrameWriter writer(FrameKind::result, 1);
+    writer.begin_item();
+    encode(writer.buffer(), 42);
+    writer.end_item();
+    return writer.finish().header();
+}
+
+TEST(Frame, CheckHeaderAcceptsTheHeaderAFrameWriterProduces) {
+    EXPECT_NO_THROW(check_header(valid_header()));
+}
+
+TEST(Frame, CheckHeaderRejectsABadMagic) {
+    FrameHeader header = valid_header();
+    header.magic ^= 1;
+    EXPECT_THROW(check_header(header), SerializationError);
+}
+
+TEST(Frame, CheckHeaderRejectsAnotherWireVersion) {
+    FrameHeader header = valid_header();
+    header.version = mproc::detail::frame_version + 1;
+    EXPECT_THROW(check_header(header), SerializationError);
+}
+
+TEST(Frame, CheckHeaderRejectsAnUnknownKind) {
+    FrameHeader header = valid_header();
+    header.kind = 0;
+    EXPECT_THROW(check_header(header), SerializationError);
+    header.kind = static_cast<std::uint16_t>(FrameKind::init_failed) + 1;
+    EXPECT_THROW(check_header(header), SerializationError);
+}
+
+TEST(Frame, CheckHeaderRejectsMoreDescriptorsThanOneMessageCarries) {
+    FrameHeader header = valid_header();
+    header.fd_count = mproc::detail::max_frame_fds;
+    EXPECT_NO_THROW(check_header(header));
+    header.fd_count = mproc::detail::max_frame_fds + 1;
+    EXPECT_THROW(check_header(header), SerializationError);
+}
+
+TEST(Frame, CheckHeaderRejectsAPayloadOverTheLimit) {
+    FrameHeader header = valid_header();
+    header.payload_bytes = mproc::detail::max_payload_bytes + 1;
+    EXPECT_THROW(check_header(header), SerializationError);
+    header.payload_bytes = std::numeric_limits<std::uint64_t>::max();
+    EXPECT_THROW(check_header(header), SerializationError);
+}
+
+TEST(Frame, CheckHeaderRejectsMoreItemsThanThePayloadCanHold) {
+    FrameHeader header = valid_header();
+    header.payload_bytes = 2 * sizeof(mproc::detail::ItemLength);
+    header.item_count = 2;
+    EXPECT_NO_THROW(check_header(header));
+    header.item_count = 3;
+    EXPECT_THROW(check_header(header), SerializationError);
+}
+
+TEST(Frame, FrameWriterAndItemReaderRoundTripEncodedItems) {
+    FrameWriter writer(FrameKind::task, 7, 11, 13);
+    writer.begin_item();
+    encode(writer.buffer(), 42, std::string("first"));
+    writer.end_item();
+    writer.begin_item();
+    writer.end_item();
+    writer.begin_item();
+    encode(writer.buffer(), std::vector<int>{1, 2, 3});
+    writer.end_item();
+    const Frame frame = writer.finish();
+
+    const FrameHeader header = frame.header();
+    EXPECT_NO_THROW(check_header(header));
+    EXPECT_EQ(frame.kind(), FrameKind::task);
+    EXPECT_EQ(header.item_count, 3U);
+    EXPECT_EQ(header.sequence, 7U);
+    EXPECT_EQ(header.entry, 11U);
+    EXPECT_EQ(header.function, 13U);
+    EXPECT_EQ(header.fd_count, 0U);
+    EXPECT_EQ(header.payload_bytes, frame.bytes.size() - sizeof(FrameHeader));
+
+    ItemReader reader(frame.payload());
+    int number = 0;
+    std::string text;
+    decode(reader.next(), number, text);
+    EXPECT_EQ(number, 42);
+    EXPECT_EQ(text, "first");
+    EXPECT_TRUE(reader.next().empty());
+    std::vector<int> numbers;
+    decode(reader.next(), numbers);
+    EXPECT_EQ(numbers, (std::vector<int>{1, 2, 3}));
+    EXPECT_TRUE(reader.at_end());
+}
+
+TEST(Frame, ItemReaderRejectsAnItemLengthThatRunsPastTheEnd) {
+    const Bytes payload = encoded(mproc::detail::ItemLength{5}, std::uint32_t{0});
+    ItemReader reader(payload);
+    EXPECT_THROW(reader.next(), SerializationError);
+}
+
+TEST(Frame, ItemReaderRejectsATruncatedLengthPrefix) {
+    const Bytes payload{std::byte{1}, std::byte{0}, std::byte{0}};
+    ItemReader reader(payload);
+    EXPECT_THROW(reader.next(), SerializationError);
+}
+
+TEST(Frame, EveryTruncationOfAPayloadFailsWithSerializationError) {
+    FrameWriter writer(FrameKind::result, 2);
+    for (int i = 0; i < 3; ++i) {
+        writer.begin_item();
+        encode(writer.buffer(), Point{1.0 * i, 2.0, "item"});
+        writer.end_item();
+    }
+    const Frame frame = writer.finish();
+    const auto payload = frame.payload();
+    for (std::size_t length = 0; length < payload.size(); ++length) {
+        ItemReader reader(payload.first(length));
+        auto read_all = [&] {
+            for (int i = 0; i < 3; ++i) {
+                Point point;
+                decode(reader.next(), point);
+            }
+        };
+        EXPECT_THROW(read_all(), SerializationError) << "a payload cut to " << length << " bytes";
+    }
+}
+
+}  // namespace
