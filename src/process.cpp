@@ -122,15 +122,29 @@ Process::~Process() {
     if (state_) state_->end_with_owner();
 }
 
-void Process::start() { state_->start(); }
-void Process::join() { state_->join_for(std::nullopt); }
-bool Process::join_for(std::chrono::milliseconds timeout) { return state_->join_for(timeout); }
-bool Process::is_alive() { return state_->pid() != 0 && !state_->exitcode(); }
-void Process::terminate() { state_->signal(SIGTERM, "terminate"); }
-void Process::kill() { state_->signal(SIGKILL, "kill"); }
-std::optional<int> Process::exitcode() { return state_->exitcode(); }
-pid_t Process::pid() const noexcept { return state_->pid(); }
-const std::string& Process::name() const noexcept { return state_->options().name; }
-bool Process::daemon() const noexcept { return state_->options().daemon; }
+detail::ProcessState& Process::started_state(const char* what) const {
+    if (!state_) {
+        throw StateError(std::string("mproc: ") + what + "() on a Process that was moved from");
+    }
+    return *state_;
+}
+
+void Process::start() { started_state("start").start(); }
+void Process::join() { started_state("join").join_for(std::nullopt); }
+bool Process::join_for(std::chrono::milliseconds timeout) {
+    return started_state("join").join_for(timeout);
+}
+bool Process::is_alive() { return state_ && state_->pid() != 0 && !state_->exitcode(); }
+void Process::terminate() { started_state("terminate").signal(SIGTERM, "terminate"); }
+void Process::kill() { started_state("kill").signal(SIGKILL, "kill"); }
+std::optional<int> Process::exitcode() {
+    return state_ ? state_->exitcode() : std::nullopt;
+}
+pid_t Process::pid() const noexcept { return state_ ? state_->pid() : 0; }
+const std::string& Process::name() const noexcept {
+    static const std::string moved_from;
+    return state_ ? state_->options().name : moved_from;
+}
+bool Process::daemon() const noexcept { return state_ && state_->options().daemon; }
 
 }  // namespace mproc

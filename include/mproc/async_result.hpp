@@ -46,8 +46,17 @@ public:
     }
     template <class Rep, class Period>
     bool wait_for(std::chrono::duration<Rep, Period> timeout) {
+        // A timeout too long to add to the clock (hours::max(), say) means no deadline.
+        using Clock = std::chrono::steady_clock;
+        const auto now = Clock::now();
+        if (std::chrono::duration<double>(timeout) >=
+            std::chrono::duration<double>(Clock::time_point::max() - now)) {
+            wait();
+            return true;
+        }
         std::unique_lock lock(mutex_);
-        return ready_cv_.wait_for(lock, timeout, [&] { return ready_; });
+        return ready_cv_.wait_until(
+            lock, now + std::chrono::ceil<Clock::duration>(timeout), [&] { return ready_; });
     }
     bool ready() const {
         std::lock_guard lock(mutex_);

@@ -18,7 +18,7 @@ namespace mproc {
 
 struct ProcessOptions {
     // Shown in error messages and, cut to 15 bytes, by ps; empty picks "Process-N".
-    std::string name;
+    std::string name{};
     // A daemon is terminated, not waited for, when its Process object is destroyed.
     bool daemon = false;
     // Unset means get_start_method().
@@ -56,6 +56,9 @@ class ProcessState;
 // f throws (the error is printed to stderr), -N when signal N ended it. The child dies with its
 // parent: with the death signal the kernel sends when the *thread* that started it ends, so
 // start a Process from a thread that outlives it (the main thread, typically).
+//
+// A Process that was moved from acts as one never started: pid() 0, exitcode() nullopt,
+// is_alive() false; start, join, terminate and kill throw StateError.
 class Process {
 public:
     template <class F, class... Args>
@@ -103,6 +106,8 @@ public:
 private:
     Process(ProcessOptions options, std::unique_ptr<detail::ProcessTarget> target);
     bool join_for(std::chrono::milliseconds timeout);
+    // The state, or StateError for a Process that was moved from.
+    detail::ProcessState& started_state(const char* what) const;
 
     std::unique_ptr<detail::ProcessState> state_;
 };

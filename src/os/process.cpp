@@ -7,7 +7,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 
 #include "os/system_error.hpp"
@@ -44,19 +46,26 @@ void signal_pidfd(const UniqueFd& pidfd, int sig) noexcept {
 
 bool wait_pidfd(const UniqueFd& pidfd, std::optional<std::chrono::milliseconds> timeout) {
     if (!pidfd) return true;
-    const auto deadline = std::chrono::steady_clock::now() + timeout.value_or(std::chrono::milliseconds(0));
+    using Clock = std::chrono::steady_clock;
+    // A timeout too long to add to the clock waits forever: the same thing, for any program.
+    const auto start = Clock::now();
+    if (timeout && *timeout > std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  Clock::time_point::max() - start)) {
+        timeout.reset();
+    }
+    const auto deadline = start + timeout.value_or(std::chrono::milliseconds(0));
     while (true) {
         int wait_ms = -1;
         if (timeout) {
-            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                deadline - std::chrono::steady_clock::now());
-            wait_ms = static_cast<int>(std::max<long long>(0, left.count()));
+            const auto left =
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+            wait_ms = static_cast<int>(std::clamp<long long>(left.count(), 0, INT_MAX));
         }
         pollfd entry{pidfd.get(), POLLIN, 0};
         const int ready = ::poll(&entry, 1, wait_ms);
         if (ready > 0) return true;
-        if (ready == 0) return false;
-        if (errno != EINTR) throw_system_error("poll");
+        if (ready == 0 && (!timeout || Clock::now() >= deadline)) return false;
+        if (ready < 0 && errno != EINTR) throw_system_error("poll");
     }
 }
 

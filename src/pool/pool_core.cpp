@@ -412,14 +412,14 @@ void PoolCore::Impl::terminate_now() {
     launcher->kill_all();
     fail_everything(terminated_error());
     // Wait for the launcher to report that it and its workers are gone.
-    while (true) {
+    bool gone = false;
+    while (!gone) {
         pollfd fd{launcher->poll_fd(), POLLIN, 0};
         if (::poll(&fd, 1, -1) < 0 && errno != EINTR) break;
-        bool gone = false;
         while (auto event = launcher->next_event()) {
-            if (event->kind == WorkerLauncher::Event::Kind::gone) gone = true;
+            gone = event->kind == WorkerLauncher::Event::Kind::gone;
+            if (gone) break;
         }
-        if (gone) break;
     }
     workers.clear();
 }

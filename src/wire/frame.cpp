@@ -56,6 +56,7 @@ void FrameWriter::begin_item() {
 void FrameWriter::end_item() {
     const std::size_t length = frame_.bytes.size() - item_start_ - sizeof(ItemLength);
     if (length > max_payload_bytes || frame_.bytes.size() - sizeof(FrameHeader) > max_payload_bytes) {
+        abandon_item();
         throw SerializationError("mproc: a value of " + std::to_string(length) +
                                  " bytes makes a frame larger than the limit of " +
                                  std::to_string(max_payload_bytes) + " bytes");

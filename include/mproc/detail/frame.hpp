@@ -61,7 +61,8 @@ struct Frame {
     }
 };
 
-// Builds a frame: the header first, then items appended one by one, each behind its length.
+// Builds one frame: the header first, then items appended one by one, each behind its length.
+// A writer makes a single frame: after finish() it is spent.
 class FrameWriter {
 public:
     FrameWriter(FrameKind kind, std::uint64_t sequence, std::uint64_t entry = 0,
@@ -70,7 +71,8 @@ public:
     // The buffer an item's encoder appends to, between begin_item() and end_item().
     std::vector<std::byte>& buffer() noexcept { return frame_.bytes; }
     void begin_item();
-    // Throws SerializationError when the item or the frame has grown past its limit.
+    // Throws SerializationError, having dropped the item, when the item or the frame has grown
+    // past its limit.
     void end_item();
     // Drops what was appended since begin_item(), for an item whose encoding failed.
     void abandon_item() noexcept { frame_.bytes.resize(item_start_); }

@@ -1,0 +1,421 @@
+// The Pool contract: Python's multiprocessing.Pool, plus a pool that survives its workers.
+
+#include "mproc/pool.hpp"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <list>
+#include <map>
+#include <ranges>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "mproc/resources.hpp"
+#include "mproc/shared_memory.hpp"
+#include "process_helpers.hpp"
+
+// Outside the anonymous namespace, so that the function has a name in a backtrace.
+namespace app {
+struct ParseError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+[[gnu::noinline]] int parse_or_throw(int x) {
+    if (x == 2) throw ParseError("cannot parse item " + std::to_string(x));
+    return x;
+}
+}  // namespace app
+
+namespace {
+
+using namespace std::chrono_literals;
+using app::parse_or_throw;
+
+int square(int x) { return x * x; }
+int add(int a, int b) { return a + b; }
+pid_t worker_pid(int) { return ::getpid(); }
+
+std::string describe(const std::string& name, int count, double weight) {
+    return name + ":" + std::to_string(count) + ":" + std::to_string(static_cast<int>(weight));
+}
+
+int kill_self_on_three(int x) {
+    if (x == 3) ::raise(SIGKILL);
+    return x;
+}
+
+int exit_on_three(int x) {
+    if (x == 3) std::exit(7);
+    return x;
+}
+
+int abort_on_ten(int x) {
+    if (x == 10) std::abort();
+    return x;
+}
+
+
+int sleep_when_negative(int x) {
+    if (x < 0) std::this_thread::sleep_for(60s);
+    return x;
+}
+
+void mark(mproc::SharedArray<int> marks, int index) { marks[static_cast<std::size_t>(index)] = 1; }
+
+std::size_t length_of(const std::vector<char>& bytes) { return bytes.size(); }
+
+void count_initialization(mproc::SharedArray<int> counter, int step) {
+    __atomic_fetch_add(&counter[0], step, __ATOMIC_SEQ_CST);
+}
+
+void throwing_initializer() { throw std::logic_error("no configuration"); }
+
+mproc::SharedArray<int> make_filled(int size, int value) {
+    mproc::SharedArray<int> array(static_cast<std::size_t>(size));
+    for (auto& element : array) element = value;
+    return array;
+}
+
+TEST(Pool, MapReturnsResultsInInputOrder) {
+    mproc::Pool pool(2);
+    EXPECT_EQ(pool.map(square, std::vector<int>{1, 2, 3, 4, 5}), (std::vector<int>{1, 4, 9, 16, 25}));
+}
+
+TEST(Pool, MapAcceptsAnyInputRange) {
+    mproc::Pool pool(2);
+    const auto from_view = pool.map(square, std::views::iota(0, 1000));
+    ASSERT_EQ(from_view.size(), 1000u);
+    EXPECT_EQ(from_view[999], 999 * 999);
+    EXPECT_EQ(pool.map(square, std::list<int>{3, 4}), (std::vector<int>{9, 16}));
+    const auto unsized = std::views::iota(0) | std::views::take_while([](int x) { return x < 5; });
+    EXPECT_EQ(pool.map(square, unsized), (std::vector<int>{0, 1, 4, 9, 16}));
+}
+
+TEST(Pool, MapOfNoInputsReturnsNoResults) {
+    mproc::Pool pool(1);
+    EXPECT_TRUE(pool.map(square, std::vector<int>{}).empty());
+}
+
+TEST(Pool, MapOfAVoidFunctionRunsEveryTask) {
+    mproc::Pool pool(2);
+    mproc::SharedArray<int> marks(50);
+    std::vector<std::tuple<mproc::SharedArray<int>, int>> tasks;
+    for (int i = 0; i < 50; ++i) tasks.emplace_back(marks, i);
+    pool.starmap(mark, tasks);
+    for (int m : marks) EXPECT_EQ(m, 1);
+}
+
+TEST(Pool, EveryChunksizeGivesTheSameResults) {
+    mproc::Pool pool(2);
+    std::vector<int> expected;
+    for (int i = 0; i < 97; ++i) expected.push_back(i * i);
+    for (std::size_t chunksize : {1u, 2u, 7u, 96u, 97u, 1000u}) {
+        EXPECT_EQ(pool.map(square, std::views::iota(0, 97), chunksize), expected) << chunksize;
+    }
+}
+
+TEST(Pool, DefaultChunksizeMakesAboutFourChunksPerWorker) {
+    EXPECT_EQ(mproc::detail::default_chunksize(1000, 2), 125u);
+    EXPECT_EQ(mproc::detail::default_chunksize(1001, 2), 126u);
+    EXPECT_EQ(mproc::detail::default_chunksize(3, 2), 1u);
+    EXPECT_EQ(mproc::detail::default_chunksize(0, 2), 1u);
+}
+
+TEST(Pool, StarmapCallsTheFunctionWithEachTuplesElements) {
+    mproc::Pool pool(2);
+    const std::vector<std::tuple<std::string, int, double>> rows{{"a", 1, 2.0}, {"b", 3, 4.0}};
+    EXPECT_EQ(pool.starmap(describe, rows), (std::vector<std::string>{"a:1:2", "b:3:4"}));
+    const std::vector<std::pair<int, int>> pairs{{1, 2}, {3, 4}};
+    EXPECT_EQ(pool.starmap(add, pairs), (std::vector<int>{3, 7}));
+}
+
+TEST(Pool, ContainersAndStringsTravelBothWays) {
+    mproc::Pool pool(2);
+    auto sizes = [](std::map<std::string, std::vector<int>> m) {
+        std::map<std::string, std::size_t> out;
+        for (const auto& [key, values] : m) out[key] = values.size();
+        return out;
+    };
+    std::map<std::string, std::vector<int>> input{{"three", {1, 2, 3}}, {"none", {}}};
+    const auto result = pool.apply(sizes, input);
+    EXPECT_EQ(result, (std::map<std::string, std::size_t>{{"none", 0}, {"three", 3}}));
+}
+
+TEST(Pool, CapturelessLambdasAreSendable) {
+    mproc::Pool pool(2);
+    EXPECT_EQ(pool.map([](int x) { return x + 1; }, std::vector<int>{1, 2}), (std::vector<int>{2, 3}));
+}
+
+TEST(Pool, ApplyReturnsTheValueOfOneCall) {
+    mproc::Pool pool(1);
+    EXPECT_EQ(pool.apply(add, 2, 40), 42);
+    EXPECT_EQ(pool.apply(describe, "x", 2, 3.0), "x:2:3");  // a C string arrives as std::string
+}
+
+TEST(Pool, ApplyAsyncResultsArriveForEveryTask) {
+    mproc::Pool pool(2);
+    std::vector<mproc::AsyncResult<int>> results;
+    for (int i = 0; i < 2000; ++i) results.push_back(pool.apply_async(square, i));
+    for (int i = 0; i < 2000; ++i) ASSERT_EQ(results[static_cast<std::size_t>(i)].get(30s), i * i);
+}
+
+TEST(Pool, MapAsyncReturnsAResultToWaitOn) {
+    mproc::Pool pool(2);
+    auto result = pool.map_async(square, std::vector<int>{2, 3});
+    EXPECT_TRUE(result.wait(30s));
+    EXPECT_TRUE(result.successful());
+    EXPECT_EQ(result.get(), (std::vector<int>{4, 9}));
+    auto starred = pool.starmap_async(add, std::vector<std::pair<int, int>>{{1, 1}});
+    EXPECT_EQ(starred.get(30s), (std::vector<int>{2}));
+}
+
+TEST(Pool, ImapYieldsResultsInInputOrder) {
+    mproc::Pool pool(2);
+    std::vector<int> seen;
+    for (int value : pool.imap(square, std::views::iota(0, 20))) seen.push_back(value);
+    std::vector<int> expected;
+    for (int i = 0; i < 20; ++i) expected.push_back(i * i);
+    EXPECT_EQ(seen, expected);
+}
+
+TEST(Pool, ImapUnorderedYieldsEveryResultOnce) {
+    mproc::Pool pool(2);
+    std::multiset<int> seen;
+    for (int value : pool.imap_unordered(square, std::views::iota(0, 20), 3)) seen.insert(value);
+    std::multiset<int> expected;
+    for (int i = 0; i < 20; ++i) expected.insert(i * i);
+    EXPECT_EQ(seen, expected);
+}
+
+TEST(Pool, ImapThrowsAtTheFailingElementAndTheRestCanStillBeRead) {
+    mproc::Pool pool(2);
+    auto results = pool.imap(parse_or_throw, std::vector<int>{0, 1, 2, 3, 4});
+    std::vector<int> values;
+    int failures = 0;
+    for (auto it = results.begin(); it != results.end(); ++it) {
+        try {
+            values.push_back(*it);
+        } catch (const mproc::RemoteError& error) {
+            ++failures;
+            EXPECT_EQ(error.type_name(), "app::ParseError");
+        }
+    }
+    EXPECT_EQ(failures, 1);
+    EXPECT_EQ(values, (std::vector<int>{0, 1, 3, 4}));
+}
+
+TEST(Pool, TaskExceptionComesBackWithTypeMessageAndTraceback) {
+    mproc::Pool pool(1);
+    try {
+        pool.apply(parse_or_throw, 2);
+        FAIL() << "expected a RemoteError";
+    } catch (const mproc::RemoteError& error) {
+        EXPECT_EQ(error.type_name(), "app::ParseError");
+        EXPECT_EQ(error.message(), "cannot parse item 2");
+        EXPECT_NE(error.traceback().find("parse_or_throw"), std::string::npos) << error.traceback();
+        EXPECT_NE(std::string(error.what()).find("cannot parse item 2"), std::string::npos);
+    }
+}
+
+TEST(Pool, MapThrowsTheErrorOfTheFirstFailingTask) {
+    mproc::Pool pool(2);
+    EXPECT_THROW(pool.map(parse_or_throw, std::vector<int>{0, 1, 2, 3}), mproc::RemoteError);
+    EXPECT_EQ(pool.map(square, std::vector<int>{3}), (std::vector<int>{9}));  // and goes on
+}
+
+TEST(Pool, KilledWorkerFailsItsTaskOnly) {
+    mproc::Pool pool(2);
+    auto results = pool.imap(kill_self_on_three, std::views::iota(0, 8));
+    std::vector<int> values;
+    for (auto it = results.begin(); it != results.end(); ++it) {
+        try {
+            values.push_back(*it);
+        } catch (const mproc::WorkerLost& lost) {
+            EXPECT_EQ(lost.signal(), SIGKILL);
+            EXPECT_GT(lost.pid(), 0);
+        }
+    }
+    EXPECT_EQ(values, (std::vector<int>{0, 1, 2, 4, 5, 6, 7}));
+}
+
+TEST(Pool, WorkerThatCallsExitFailsItsTaskWithTheExitCode) {
+    mproc::Pool pool(1);
+    try {
+        pool.apply(exit_on_three, 3);
+        FAIL() << "expected WorkerLost";
+    } catch (const mproc::WorkerLost& lost) {
+        EXPECT_EQ(lost.exit_code(), 7);
+        EXPECT_EQ(lost.signal(), 0);
+    }
+    EXPECT_EQ(pool.apply(exit_on_three, 4), 4);  // a new worker took its place
+}
+
+TEST(Pool, WorkerDeathInTheMiddleOfMapFailsOnlyTheTaskItHeld) {
+    mproc::Pool pool(2);
+    // Chunks of 4: the worker dies inside a chunk with tasks before and after the culprit.
+    auto results = pool.imap(abort_on_ten, std::views::iota(0, 20), 4);
+    std::vector<int> values;
+    std::vector<int> lost_signals;
+    for (auto it = results.begin(); it != results.end(); ++it) {
+        try {
+            values.push_back(*it);
+        } catch (const mproc::WorkerLost& lost) {
+            lost_signals.push_back(lost.signal());
+        }
+    }
+    EXPECT_EQ(lost_signals, (std::vector<int>{SIGABRT}));
+    std::vector<int> expected;
+    for (int i = 0; i < 20; ++i) {
+        if (i != 10) expected.push_back(i);
+    }
+    EXPECT_EQ(values, expected);
+    EXPECT_THROW(pool.map(abort_on_ten, std::views::iota(0, 20)), mproc::WorkerLost);
+}
+
+TEST(Pool, TaskPastItsTimeoutFailsWithTimeoutErrorAndThePoolGoesOn) {
+    mproc::Pool pool(mproc::PoolOptions{.processes = 2, .task_timeout = 300ms});
+    auto slow = pool.apply_async(sleep_when_negative, -1);
+    auto fast = pool.map(sleep_when_negative, std::vector<int>{1, 2, 3});
+    EXPECT_EQ(fast, (std::vector<int>{1, 2, 3}));
+    EXPECT_THROW(slow.get(30s), mproc::TimeoutError);
+    EXPECT_EQ(pool.apply(sleep_when_negative, 5), 5);
+}
+
+TEST(Pool, SubmittingAfterCloseIsAStateError) {
+    mproc::Pool pool(1);
+    pool.close();
+    EXPECT_THROW(pool.map(square, std::vector<int>{1}), mproc::StateError);
+    EXPECT_THROW(pool.apply_async(square, 1), mproc::StateError);
+    pool.join();
+}
+
+TEST(Pool, JoinBeforeCloseIsAStateError) {
+    mproc::Pool pool(1);
+    EXPECT_THROW(pool.join(), mproc::StateError);
+}
+
+TEST(Pool, CloseThenJoinFinishesTheSubmittedWork) {
+    mproc::Pool pool(2);
+    auto result = pool.map_async(square, std::views::iota(0, 100));
+    pool.close();
+    pool.join();
+    ASSERT_TRUE(result.ready());
+    EXPECT_EQ(result.get().back(), 99 * 99);
+}
+
+TEST(Pool, TerminateReturnsPromptlyWithLongTasksRunningAndFailsThem) {
+    mproc::Pool pool(2);
+    auto long_tasks = pool.map_async(sleep_when_negative, std::vector<int>{-1, -1, -1, -1}, 1);
+    std::this_thread::sleep_for(200ms);  // let the workers start their tasks
+    const auto start = std::chrono::steady_clock::now();
+    pool.terminate();
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+    EXPECT_THROW(long_tasks.get(10s), mproc::StateError);
+    EXPECT_TRUE(mproc::testing::child_pids().empty());
+}
+
+TEST(Pool, DestructorFinishesTheSubmittedWork) {
+    mproc::SharedArray<int> marks(40);
+    {
+        mproc::Pool pool(2);
+        for (int i = 0; i < 40; ++i) pool.apply_async(mark, marks, i);
+    }
+    for (int m : marks) EXPECT_EQ(m, 1);
+}
+
+TEST(Pool, InitializerRunsOnceInEachWorkerWithItsArguments) {
+    mproc::SharedArray<int> counter(1);
+    {
+        mproc::Pool pool(mproc::PoolOptions{.processes = 2,
+                                            .initializer = mproc::bind(count_initialization, counter, 10)});
+        pool.map(square, std::views::iota(0, 100));
+    }
+    EXPECT_EQ(counter[0], 20);
+}
+
+TEST(Pool, FailingInitializerFailsEveryTaskWithItsError) {
+    mproc::Pool pool(mproc::PoolOptions{.processes = 1, .initializer = mproc::bind(throwing_initializer)});
+    try {
+        pool.apply(square, 2);
+        FAIL() << "expected the initializer's error";
+    } catch (const mproc::RemoteError& error) {
+        EXPECT_EQ(error.type_name(), "std::logic_error");
+        EXPECT_EQ(error.message(), "no configuration");
+    }
+}
+
+TEST(Pool, MaxtasksperchildReplacesAWorkerAfterItsTasks) {
+    mproc::Pool pool(mproc::PoolOptions{.processes = 1, .maxtasksperchild = 2});
+    const auto pids = pool.map(worker_pid, std::views::iota(0, 6), 1);
+    EXPECT_EQ(std::set<pid_t>(pids.begin(), pids.end()).size(), 3u);
+}
+
+TEST(Pool, SharedArrayArgumentIsSharedNotCopied) {
+    mproc::Pool pool(2);
+    mproc::SharedArray<int> marks(8);  // made after the workers: it travels as a descriptor
+    std::vector<std::tuple<mproc::SharedArray<int>, int>> tasks;
+    for (int i = 0; i < 8; ++i) tasks.emplace_back(marks, i);
+    pool.starmap(mark, tasks, 3);
+    for (int m : marks) EXPECT_EQ(m, 1);
+}
+
+TEST(Pool, SharedArrayMadeByAWorkerComesBackToTheParent) {
+    mproc::Pool pool(1);
+    const auto array = pool.apply(make_filled, 1000, 7);
+    ASSERT_EQ(array.size(), 1000u);
+    EXPECT_EQ(array[0], 7);
+    EXPECT_EQ(array[999], 7);
+}
+
+TEST(Pool, LargeArgumentsTravel) {
+    mproc::Pool pool(2);
+    const std::vector<char> sixteen_mib(16u << 20, 'x');
+    const auto sizes = pool.map(length_of, std::vector<std::vector<char>>(3, sixteen_mib), 1);
+    EXPECT_EQ(sizes, (std::vector<std::size_t>(3, 16u << 20)));
+}
+
+TEST(Pool, SeveralThreadsMaySubmitAtOnce) {
+    mproc::Pool pool(2);
+    std::vector<std::thread> threads;
+    std::vector<int> sums(4);
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&, t] {
+            int sum = 0;
+            for (int value : pool.map(square, std::views::iota(0, 100))) sum += value;
+            sums[static_cast<std::size_t>(t)] = sum;
+        });
+    }
+    for (auto& thread : threads) thread.join();
+    for (int sum : sums) EXPECT_EQ(sum, 328350);
+}
+
+TEST(Pool, DefaultSizeIsTheProcessCpuCount) {
+    mproc::Pool pool;
+    EXPECT_EQ(pool.processes(), mproc::process_cpu_count());
+}
+
+TEST(Pool, FiftyPoolsLeaveNoZombiesAndNoDescriptors) {
+    const auto descriptors_before = mproc::testing::open_descriptor_count();
+    for (int i = 0; i < 50; ++i) {
+        mproc::Pool pool(2);
+        ASSERT_EQ(pool.apply(square, i), i * i);
+    }
+    EXPECT_EQ(mproc::testing::open_descriptor_count(), descriptors_before);
+    EXPECT_TRUE(mproc::testing::child_pids().empty());
+}
+
+TEST(Pool, StartMethodsOtherThanForkAreRefusedForNow) {
+    EXPECT_THROW(mproc::Pool(mproc::PoolOptions{.processes = 1,
+                                                .start_method = mproc::StartMethod::spawn}),
+                 mproc::StateError);
+}
+
+}  // namespace

@@ -1,0 +1,48 @@
+#pragma once
+
+// What the tests look at to prove that nothing is left behind: open descriptors and child
+// processes of the test program.
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace mproc::testing {
+
+inline std::size_t open_descriptor_count() {
+    std::size_t count = 0;
+    if (DIR* dir = ::opendir("/proc/self/fd")) {
+        while (::readdir(dir) != nullptr) ++count;
+        ::closedir(dir);
+    }
+    return count;
+}
+
+// The pids of this process's children, zombies included.
+inline std::vector<pid_t> child_pids() {
+    std::vector<pid_t> children;
+    DIR* dir = ::opendir("/proc");
+    if (dir == nullptr) return children;
+    while (dirent* entry = ::readdir(dir)) {
+        const std::string name = entry->d_name;
+        if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+        std::ifstream stat("/proc/" + name + "/stat");
+        std::string line;
+        if (!std::getline(stat, line)) continue;
+        // pid (comm) state ppid ...: comm may hold spaces, so parse after the last ')'.
+        std::istringstream rest(line.substr(line.rfind(')') + 2));
+        char state;
+        pid_t parent;
+        rest >> state >> parent;
+        if (parent == ::getpid()) children.push_back(static_cast<pid_t>(std::stoi(name)));
+    }
+    ::closedir(dir);
+    return children;
+}
+
+}  // namespace mproc::testing
