@@ -8,6 +8,7 @@
 #include "mproc/init.hpp"
 #include "mproc/pool.hpp"
 #include "mproc/process.hpp"
+#include "mproc/queue.hpp"
 #include "mproc/resources.hpp"
 #include "mproc/shared_memory.hpp"
 #include "mproc/start_method.hpp"

@@ -192,15 +192,20 @@ void PoolCore::Impl::run() {
 }
 
 void PoolCore::Impl::dispatch() {
-    for (auto& worker : workers) {
-        if (!worker || worker->stopping) continue;
-        while (!pending.empty() && worker->in_flight.size() < chunks_in_flight &&
-               (maxtasksperchild == 0 || worker->tasks_given < maxtasksperchild)) {
+    // Round by round, one chunk per worker per round: a worker gets its second chunk only once
+    // every worker has its first, so a few long tasks spread over every worker.
+    for (std::size_t round = 1; round <= chunks_in_flight && !pending.empty(); ++round) {
+        for (auto& worker : workers) {
+            if (pending.empty()) break;
+            if (!worker || worker->stopping || worker->in_flight.size() >= round) continue;
+            if (maxtasksperchild != 0 && worker->tasks_given >= maxtasksperchild) continue;
             Chunk chunk = std::move(pending.front());
             pending.pop_front();
             send_chunk(*worker, std::move(chunk));
         }
-        worker->link->flush();
+    }
+    for (auto& worker : workers) {
+        if (worker && worker->link->has_unsent()) worker->link->flush();
     }
 }
 

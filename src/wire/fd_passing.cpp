@@ -24,6 +24,24 @@ UniqueFd FdInbox::take(std::uint32_t index) const {
     return fds_[index].duplicate();
 }
 
+FdOutbox& require_fd_outbox(const char* what) {
+    if (outbox == nullptr) {
+        throw SerializationError(std::string("mproc: a ") + what +
+                                 " can only be sent through mproc: as a task argument or result, "
+                                 "or an argument of mproc::bind");
+    }
+    return *outbox;
+}
+
+FdInbox& require_fd_inbox(const char* what) {
+    if (inbox == nullptr) {
+        throw SerializationError(std::string("mproc: a ") + what +
+                                 " can only be received through mproc: as a task argument or "
+                                 "result, or an argument of mproc::bind");
+    }
+    return *inbox;
+}
+
 FdOutbox* current_fd_outbox() noexcept { return outbox; }
 FdInbox* current_fd_inbox() noexcept { return inbox; }
 

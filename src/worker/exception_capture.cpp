@@ -42,24 +42,33 @@ std::string hex(std::uintptr_t value) {
 // offset is what `addr2line -e /usr/bin/app 0x1f2a` needs to find the source line, which
 // matters most for functions that are not in the dynamic symbol table and show as "??".
 std::string describe_frame(int index, void* address) {
-    std::string line = "#" + std::to_string(index) + "  ";
+    // Built with += only: g++ 12 at -O2 reports a false -Wrestrict on "literal" + std::string.
+    std::string line = "#";
+    line += std::to_string(index);
+    line += "  ";
     const auto pc = reinterpret_cast<std::uintptr_t>(address);
     // A return address can lie just past the end of its function when the call was the last
     // instruction (a call to a [[noreturn]] function such as __cxa_throw), so look up the
     // byte before it.
     Dl_info info{};
-    if (::dladdr(reinterpret_cast<void*>(pc - 1), &info) == 0)
-        return line + "??  [" + hex(pc) + "]";
-
+    if (::dladdr(reinterpret_cast<void*>(pc - 1), &info) == 0) {
+        line += "??  [";
+        line += hex(pc);
+        line += "]";
+        return line;
+    }
     if (info.dli_sname != nullptr && info.dli_saddr != nullptr) {
-        line += demangle(info.dli_sname) + " + " +
-                hex(pc - reinterpret_cast<std::uintptr_t>(info.dli_saddr));
+        line += demangle(info.dli_sname);
+        line += " + ";
+        line += hex(pc - reinterpret_cast<std::uintptr_t>(info.dli_saddr));
     } else {
         line += "??";
     }
     line += "  [";
     line += info.dli_fname != nullptr && info.dli_fname[0] != '\0' ? info.dli_fname : "?";
-    line += "+" + hex(pc - reinterpret_cast<std::uintptr_t>(info.dli_fbase)) + "]";
+    line += "+";
+    line += hex(pc - reinterpret_cast<std::uintptr_t>(info.dli_fbase));
+    line += "]";
     return line;
 }
 

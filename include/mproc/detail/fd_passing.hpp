@@ -37,6 +37,11 @@ private:
 FdOutbox* current_fd_outbox() noexcept;
 FdInbox* current_fd_inbox() noexcept;
 
+// The current outbox (inbox); SerializationError saying that `what` (a type's name) can only
+// travel through mproc when there is none.
+FdOutbox& require_fd_outbox(const char* what);
+FdInbox& require_fd_inbox(const char* what);
+
 // Makes box the current one for the scope's lifetime.
 class FdOutboxScope {
 public:

@@ -6,8 +6,10 @@
 // mapping of it, in any process, are gone. Nothing is created in /dev/shm.
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 
+#include "mproc/detail/fd_passing.hpp"
 #include "mproc/detail/unique_fd.hpp"
 
 namespace mproc::detail {
@@ -48,5 +50,20 @@ class SharedRegion {
     std::size_t size_;
     std::byte* data_ = nullptr;
 };
+
+// A handle to a region, on the wire: the index of its descriptor in the frame. `what` names the
+// handle type in the error raised outside a frame.
+template <class Archive>
+void save_region(Archive& archive, const SharedRegion& region, const char* what) {
+    archive(require_fd_outbox(what).add(region.fd()));
+}
+
+template <class Archive>
+std::shared_ptr<SharedRegion> load_region(Archive& archive, const char* what) {
+    FdInbox& inbox = require_fd_inbox(what);
+    std::uint32_t index = 0;
+    archive(index);
+    return SharedRegion::adopt(inbox.take(index));
+}
 
 }  // namespace mproc::detail

@@ -1,0 +1,278 @@
+// Queue and JoinableQueue: any number of processes put and get; nothing is lost or delivered
+// twice, whatever the size of the items and whoever dies.
+
+#include "mproc/queue.hpp"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <map>
+#include <numeric>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "mproc/pool.hpp"
+#include "mproc/process.hpp"
+#include "mproc/shared_memory.hpp"
+#include "process_helpers.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using mproc::JoinableQueue;
+using mproc::Process;
+using mproc::Queue;
+
+std::vector<char> block_of(std::size_t size, char fill) { return std::vector<char>(size, fill); }
+
+int drain_into_sum(Queue<int> queue, int count) {
+    int sum = 0;
+    for (int i = 0; i < count; ++i) sum += queue.get(30s);
+    return sum;
+}
+
+TEST(Queue, ItemsComeOutInTheOrderTheyWentIn) {
+    Queue<std::string> queue;
+    for (const char* word : {"one", "two", "three"}) queue.put(word);
+    EXPECT_EQ(queue.get(), "one");
+    EXPECT_EQ(queue.get(), "two");
+    EXPECT_EQ(queue.get(), "three");
+}
+
+TEST(Queue, GetWithATimeoutOnAnEmptyQueueThrowsEmpty) {
+    Queue<int> queue;
+    EXPECT_THROW(queue.get(50ms), mproc::Empty);
+}
+
+TEST(Queue, PutWithATimeoutOnAFullQueueThrowsFull) {
+    Queue<int> queue(2);
+    queue.put(1);
+    queue.put(2);
+    EXPECT_TRUE(queue.full());
+    EXPECT_THROW(queue.put(3, 50ms), mproc::Full);
+    EXPECT_EQ(queue.get(), 1);
+    queue.put(3, 50ms);
+    EXPECT_EQ(queue.qsize(), 2u);
+}
+
+TEST(Queue, TryGetAndTryPutNeverWait) {
+    Queue<int> queue(1);
+    EXPECT_EQ(queue.try_get(), std::nullopt);
+    EXPECT_TRUE(queue.try_put(7));
+    EXPECT_FALSE(queue.try_put(8));
+    EXPECT_EQ(queue.try_get(), 7);
+}
+
+TEST(Queue, QsizeAndEmptyFollowPutsAndGets) {
+    Queue<int> queue;
+    EXPECT_TRUE(queue.empty());
+    queue.put(1);
+    queue.put(2);
+    EXPECT_EQ(queue.qsize(), 2u);
+    queue.get();
+    EXPECT_EQ(queue.qsize(), 1u);
+    EXPECT_EQ(queue.maxsize(), 0u);
+}
+
+TEST(Queue, CloseWakesABlockedGetterWithStateError) {
+    Queue<int> queue;
+    std::thread closer([queue]() mutable {
+        std::this_thread::sleep_for(100ms);
+        queue.close();
+    });
+    EXPECT_THROW(queue.get(30s), mproc::StateError);
+    closer.join();
+}
+
+TEST(Queue, ItemsLeftWhenClosedCanStillBeTakenButNoneAdded) {
+    Queue<int> queue;
+    queue.put(1);
+    queue.close();
+    EXPECT_THROW(queue.put(2), mproc::StateError);
+    EXPECT_EQ(queue.get(), 1);
+    EXPECT_THROW(queue.get(), mproc::StateError);
+}
+
+TEST(Queue, ASixtyFourMibItemTravelsWhole) {
+    Queue<std::vector<char>> queue;
+    Process producer([queue]() mutable { queue.put(block_of(64u << 20, 'q')); });
+    producer.start();
+    const auto item = queue.get(60s);
+    producer.join();
+    ASSERT_EQ(item.size(), 64u << 20);
+    EXPECT_EQ(item.front(), 'q');
+    EXPECT_EQ(item.back(), 'q');
+}
+
+TEST(Queue, ItemsOfMixedSizesSurviveTheRingGrowingAndWrapping) {
+    Queue<std::vector<char>> queue;
+    std::size_t put = 0;
+    std::size_t taken = 0;
+    for (int round = 0; round < 200; ++round) {
+        const std::size_t size = static_cast<std::size_t>((round * 7919) % 100'000);
+        queue.put(block_of(size, static_cast<char>('a' + round % 26)));
+        ++put;
+        if (round % 3 != 0) {
+            const auto item = queue.get();
+            const int expected_round = static_cast<int>(taken++);
+            ASSERT_EQ(item.size(), static_cast<std::size_t>((expected_round * 7919) % 100'000));
+            if (!item.empty()) {
+                ASSERT_EQ(item[0], static_cast<char>('a' + expected_round % 26));
+            }
+        }
+    }
+    EXPECT_EQ(queue.qsize(), put - taken);
+}
+
+TEST(Queue, ManyProducersAndConsumersLoseNothingAndDuplicateNothing) {
+    Queue<int> work;
+    Queue<int> results;
+    constexpr int producers = 3;
+    constexpr int per_producer = 2000;
+    std::vector<Process> processes;
+    for (int p = 0; p < producers; ++p) {
+        processes.emplace_back([work, p]() mutable {
+            for (int i = 0; i < per_producer; ++i) work.put(p * 100'000 + i);
+        });
+    }
+    for (int c = 0; c < 2; ++c) {
+        processes.emplace_back([work, results]() mutable {
+            while (true) {
+                const int item = work.get();
+                if (item < 0) return;
+                results.put(item);
+            }
+        });
+    }
+    for (auto& process : processes) process.start();
+    std::multiset<int> seen;
+    for (int i = 0; i < producers * per_producer; ++i) seen.insert(results.get(60s));
+    work.put(-1);
+    work.put(-1);
+    for (auto& process : processes) ASSERT_TRUE(process.join(60s));
+    std::multiset<int> expected;
+    for (int p = 0; p < producers; ++p) {
+        for (int i = 0; i < per_producer; ++i) expected.insert(p * 100'000 + i);
+    }
+    EXPECT_EQ(seen, expected);
+}
+
+TEST(Queue, AQueueIsAValidPoolTaskArgument) {
+    mproc::Pool pool(2);
+    Queue<int> queue;  // made after the workers: it reaches them as descriptors
+    for (int i = 1; i <= 100; ++i) queue.put(i);
+    const auto sums = pool.starmap(drain_into_sum, std::vector<std::pair<Queue<int>, int>>{{queue, 50}, {queue, 50}});
+    EXPECT_EQ(sums[0] + sums[1], 5050);
+    EXPECT_TRUE(queue.empty());
+}
+
+TEST(Queue, AProducerThatDiesAfterItsPutsLosesNothing) {
+    Queue<int> queue;
+    Process producer([queue]() mutable {
+        for (int i = 0; i < 100; ++i) queue.put(i);
+        ::raise(SIGKILL);
+    });
+    producer.start();
+    ASSERT_TRUE(producer.join(30s));
+    EXPECT_EQ(producer.exitcode(), -SIGKILL);
+    int sum = 0;
+    for (int i = 0; i < 100; ++i) sum += queue.get(5s);
+    EXPECT_EQ(sum, 4950);
+}
+
+TEST(Queue, AProducerKilledInTheMiddleOfPutsLeavesOnlyWholeItems) {
+    Queue<std::vector<char>> queue;
+    for (int attempt = 0; attempt < 5; ++attempt) {
+        Process producer([queue]() mutable {
+            for (int i = 0;; ++i) queue.put(block_of(1u << 20, static_cast<char>('a' + i % 26)));
+        });
+        producer.start();
+        std::this_thread::sleep_for(std::chrono::milliseconds(20 + 15 * attempt));
+        producer.kill();
+        ASSERT_TRUE(producer.join(30s));
+        while (auto item = queue.try_get()) {
+            ASSERT_EQ(item->size(), 1u << 20);
+            ASSERT_EQ(item->front(), item->back());
+        }
+    }
+    queue.put(block_of(10, 'z'));  // and the queue still works
+    EXPECT_EQ(queue.get(5s), block_of(10, 'z'));
+}
+
+TEST(Queue, AGetterThatDiesWhileWaitingLeavesTheQueueToTheOthers) {
+    Queue<int> queue;
+    Process getter([queue]() mutable { queue.get(); });
+    getter.start();
+    std::this_thread::sleep_for(100ms);
+    getter.kill();
+    ASSERT_TRUE(getter.join(30s));
+    queue.put(5);
+    EXPECT_EQ(queue.get(5s), 5);
+}
+
+TEST(Queue, ABoundedQueueHoldsAPutterUntilThereIsRoom) {
+    Queue<int> queue(1);
+    Process producer([queue]() mutable {
+        for (int i = 0; i < 50; ++i) queue.put(i);
+    });
+    producer.start();
+    int sum = 0;
+    for (int i = 0; i < 50; ++i) {
+        sum += queue.get(30s);
+        EXPECT_LE(queue.qsize(), 1u);
+    }
+    ASSERT_TRUE(producer.join(30s));
+    EXPECT_EQ(sum, 1225);
+}
+
+TEST(Queue, AnItemHoldingAHandleIsRefused) {
+    Queue<mproc::SharedArray<int>> queue;
+    EXPECT_THROW(queue.put(mproc::SharedArray<int>(4)), mproc::SerializationError);
+    EXPECT_TRUE(queue.empty());
+}
+
+TEST(Queue, QueuesLeaveNoDescriptorsBehind) {
+    const auto before = mproc::testing::open_descriptor_count();
+    for (int i = 0; i < 100; ++i) {
+        Queue<int> queue(3);
+        queue.put(i);
+        ASSERT_EQ(queue.get(), i);
+    }
+    EXPECT_EQ(mproc::testing::open_descriptor_count(), before);
+}
+
+TEST(JoinableQueue, JoinWaitsUntilEveryItemIsDone) {
+    JoinableQueue<int> queue;
+    for (int i = 0; i < 10; ++i) queue.put(i);
+    Process worker([queue]() mutable {
+        for (int i = 0; i < 10; ++i) {
+            queue.get();
+            queue.task_done();
+        }
+    });
+    worker.start();
+    EXPECT_TRUE(queue.join(30s));
+    ASSERT_TRUE(worker.join(30s));
+}
+
+TEST(JoinableQueue, JoinWithATimeoutIsFalseWhileTasksAreUnfinished) {
+    JoinableQueue<int> queue;
+    queue.put(1);
+    EXPECT_FALSE(queue.join(50ms));
+    queue.get();
+    queue.task_done();
+    EXPECT_TRUE(queue.join(50ms));
+}
+
+TEST(JoinableQueue, TaskDoneMoreOftenThanPutsIsAStateError) {
+    JoinableQueue<int> queue;
+    queue.put(1);
+    queue.task_done();
+    EXPECT_THROW(queue.task_done(), mproc::StateError);
+}
+
+}  // namespace
