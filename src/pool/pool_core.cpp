@@ -194,9 +194,12 @@ void PoolCore::Impl::run() {
 void PoolCore::Impl::dispatch() {
     // Round by round, one chunk per worker per round: a worker gets its second chunk only once
     // every worker has its first, so a few long tasks spread over every worker.
+    // Chunks are kept back for workers still starting, who would otherwise find them queued
+    // behind another worker's chunk.
+    const auto starting = static_cast<std::size_t>(std::count(launching.begin(), launching.end(), true));
     for (std::size_t round = 1; round <= chunks_in_flight && !pending.empty(); ++round) {
         for (auto& worker : workers) {
-            if (pending.empty()) break;
+            if (pending.empty() || (round > 1 && pending.size() <= starting)) break;
             if (!worker || worker->stopping || worker->in_flight.size() >= round) continue;
             if (maxtasksperchild != 0 && worker->tasks_given >= maxtasksperchild) continue;
             Chunk chunk = std::move(pending.front());
