@@ -3,6 +3,7 @@
 #include <atomic>
 
 #include "mproc/start_method.hpp"
+#include "worker/roles.hpp"
 
 namespace mproc {
 
@@ -11,7 +12,13 @@ std::atomic<bool> init_called{false};
 std::atomic<StartMethod> default_method{StartMethod::fork};
 }  // namespace
 
-void init(int, char**) { init_called.store(true); }
+void init(int argc, char** argv) {
+    init_called.store(true);
+    detail::remember_arguments(argc, argv);
+    if (auto spawned = detail::take_spawned_role()) {
+        detail::serve_spawned_role(spawned->first, std::move(spawned->second));
+    }
+}
 
 bool initialized() noexcept { return init_called.load(); }
 

@@ -1,6 +1,7 @@
 #include "mproc/process.hpp"
 
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -8,8 +9,12 @@
 #include <cstdlib>
 
 #include "mproc/errors.hpp"
+#include "mproc/detail/wire_archive.hpp"
 #include "os/process.hpp"
+#include "os/socket.hpp"
+#include "transport/socket_link.hpp"
 #include "worker/exception_capture.hpp"
+#include "worker/spawn.hpp"
 
 namespace mproc {
 
@@ -25,14 +30,15 @@ public:
 
     void start() {
         if (pid_ != 0) throw StateError("mproc: process '" + options_.name + "' was already started");
-        if (options_.start_method.value_or(get_start_method()) != StartMethod::fork) {
-            throw StateError("mproc: this build of mproc starts processes by fork only; spawn "
-                             "and forkserver are not available yet");
+        require_served_role_taken();
+        if (options_.start_method.value_or(get_start_method()) == StartMethod::fork) {
+            const pid_t pid = fork_child();
+            if (pid == 0) run_child();
+            pid_ = pid;
+        } else {
+            pid_ = spawn_child();
         }
-        const pid_t pid = fork_child();
-        if (pid == 0) run_child();
-        pid_ = pid;
-        pidfd_ = open_pidfd(pid);
+        pidfd_ = open_pidfd(pid_);
     }
 
     bool join_for(std::optional<std::chrono::milliseconds> timeout) {
@@ -74,13 +80,32 @@ private:
             target_->run();
         } catch (...) {
             const ErrorInfo error = capture_current_exception();
-            std::fprintf(stderr, "Process %s (pid %d) ended with an exception:\n%s: %s\n%s",
+            std::fprintf(stderr, "Process %s (pid %d) ended with an exception:\n%s: %s\n%s\n",
                          options_.name.c_str(), static_cast<int>(::getpid()),
                          error.type_name.c_str(), error.message.c_str(), error.traceback.c_str());
             code = 1;
         }
         std::fflush(nullptr);
         ::_exit(code);
+    }
+
+    // A fresh run of the program, which gets the call through its mproc::init.
+    pid_t spawn_child() {
+        std::optional<BoundCall> call = target_->encode_for_spawn();
+        if (!call) {
+            throw StateError("mproc: process '" + options_.name +
+                             "' cannot start by spawn or forkserver: its callable must be "
+                             "sendable (a function pointer or a lambda without captures) and its "
+                             "arguments values mproc can encode; use the fork start method, or "
+                             "pass the captured state as arguments");
+        }
+        auto [here, there] = make_socket_pair(SOCK_STREAM);
+        const pid_t pid = spawn_program(Role::process, there);
+        std::vector<std::byte> name;
+        encode(name, options_.name);
+        SocketLink link(std::move(here));
+        if (link.send(bootstrap_frame(Role::process, {name}, {}))) link.send(copy_frame(call->frame()));
+        return pid;
     }
 
     void require_started(const char* what) const {

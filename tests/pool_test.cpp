@@ -84,13 +84,35 @@ mproc::SharedArray<int> make_filled(int size, int value) {
     return array;
 }
 
-TEST(Pool, MapReturnsResultsInInputOrder) {
-    mproc::Pool pool(2);
+// Every behaviour below holds under each start method.
+class PoolTest : public testing::TestWithParam<mproc::StartMethod> {
+protected:
+    mproc::PoolOptions options(std::size_t processes, mproc::PoolOptions base = {}) const {
+        base.processes = processes;
+        base.start_method = GetParam();
+        return base;
+    }
+};
+
+INSTANTIATE_TEST_SUITE_P(StartMethods, PoolTest,
+                         testing::Values(mproc::StartMethod::fork, mproc::StartMethod::spawn,
+                                         mproc::StartMethod::forkserver),
+                         [](const auto& info) {
+                             switch (info.param) {
+                                 case mproc::StartMethod::fork: return "fork";
+                                 case mproc::StartMethod::spawn: return "spawn";
+                                 case mproc::StartMethod::forkserver: return "forkserver";
+                             }
+                             return "unknown";
+                         });
+
+TEST_P(PoolTest, MapReturnsResultsInInputOrder) {
+    mproc::Pool pool(options(2));
     EXPECT_EQ(pool.map(square, std::vector<int>{1, 2, 3, 4, 5}), (std::vector<int>{1, 4, 9, 16, 25}));
 }
 
-TEST(Pool, MapAcceptsAnyInputRange) {
-    mproc::Pool pool(2);
+TEST_P(PoolTest, MapAcceptsAnyInputRange) {
+    mproc::Pool pool(options(2));
     const auto from_view = pool.map(square, std::views::iota(0, 1000));
     ASSERT_EQ(from_view.size(), 1000u);
     EXPECT_EQ(from_view[999], 999 * 999);
@@ -99,13 +121,13 @@ TEST(Pool, MapAcceptsAnyInputRange) {
     EXPECT_EQ(pool.map(square, unsized), (std::vector<int>{0, 1, 4, 9, 16}));
 }
 
-TEST(Pool, MapOfNoInputsReturnsNoResults) {
-    mproc::Pool pool(1);
+TEST_P(PoolTest, MapOfNoInputsReturnsNoResults) {
+    mproc::Pool pool(options(1));
     EXPECT_TRUE(pool.map(square, std::vector<int>{}).empty());
 }
 
-TEST(Pool, MapOfAVoidFunctionRunsEveryTask) {
-    mproc::Pool pool(2);
+TEST_P(PoolTest, MapOfAVoidFunctionRunsEveryTask) {
+    mproc::Pool pool(options(2));
     mproc::SharedArray<int> marks(50);
     std::vector<std::tuple<mproc::SharedArray<int>, int>> tasks;
     for (int i = 0; i < 50; ++i) tasks.emplace_back(marks, i);
@@ -113,8 +135,8 @@ TEST(Pool, MapOfAVoidFunctionRunsEveryTask) {
     for (int m : marks) EXPECT_EQ(m, 1);
 }
 
-TEST(Pool, EveryChunksizeGivesTheSameResults) {
-    mproc::Pool pool(2);
+TEST_P(PoolTest, EveryChunksizeGivesTheSameResults) {
+    mproc::Pool pool(options(2));
     std::vector<int> expected;
     for (int i = 0; i < 97; ++i) expected.push_back(i * i);
     for (std::size_t chunksize : {1u, 2u, 7u, 96u, 97u, 1000u}) {
@@ -129,16 +151,16 @@ TEST(Pool, DefaultChunksizeMakesAboutFourChunksPerWorker) {
     EXPECT_EQ(mproc::detail::default_chunksize(0, 2), 1u);
 }
 
-TEST(Pool, StarmapCallsTheFunctionWithEachTuplesElements) {
-    mproc::Pool pool(2);
+TEST_P(PoolTest, StarmapCallsTheFunctionWithEachTuplesElements) {
+    mproc::Pool pool(options(2));
     const std::vector<std::tuple<std::string, int, double>> rows{{"a", 1, 2.0}, {"b", 3, 4.0}};
     EXPECT_EQ(pool.starmap(describe, rows), (std::vector<std::string>{"a:1:2", "b:3:4"}));
     const std::vector<std::pair<int, int>> pairs{{1, 2}, {3, 4}};
     EXPECT_EQ(pool.starmap(add, pairs), (std::vector<int>{3, 7}));
 }
 
-TEST(Pool, ContainersAndStringsTravelBothWays) {
-    mproc::Pool pool(2);
+TEST_P(PoolTest, ContainersAndStringsTravelBothWays) {
+    mproc::Pool pool(options(2));
     auto sizes = [](std::map<std::string, std::vector<int>> m) {
         std::map<std::string, std::size_t> out;
         for (const auto& [key, values] : m) out[key] = values.size();
@@ -149,26 +171,26 @@ TEST(Pool, ContainersAndStringsTravelBothWays) {
     EXPECT_EQ(result, (std::map<std::string, std::size_t>{{"none", 0}, {"three", 3}}));
 }
 
-TEST(Pool, CapturelessLambdasAreSendable) {
-    mproc::Pool pool(2);
+TEST_P(PoolTest, CapturelessLambdasAreSendable) {
+    mproc::Pool pool(options(2));
     EXPECT_EQ(pool.map([](int x) { return x + 1; }, std::vector<int>{1, 2}), (std::vector<int>{2, 3}));
 }
 
-TEST(Pool, ApplyReturnsTheValueOfOneCall) {
-    mproc::Pool pool(1);
+TEST_P(PoolTest, ApplyReturnsTheValueOfOneCall) {
+    mproc::Pool pool(options(1));
     EXPECT_EQ(pool.apply(add, 2, 40), 42);
     EXPECT_EQ(pool.apply(describe, "x", 2, 3.0), "x:2:3");  // a C string arrives as std::string
 }
 
-TEST(Pool, ApplyAsyncResultsArriveForEveryTask) {
-    mproc::Pool pool(2);
+TEST_P(PoolTest, ApplyAsyncResultsArriveForEveryTask) {
+    mproc::Pool pool(options(2));
     std::vector<mproc::AsyncResult<int>> results;
     for (int i = 0; i < 2000; ++i) results.push_back(pool.apply_async(square, i));
     for (int i = 0; i < 2000; ++i) ASSERT_EQ(results[static_cast<std::size_t>(i)].get(30s), i * i);
 }
 
-TEST(Pool, MapAsyncReturnsAResultToWaitOn) {
-    mproc::Pool pool(2);
+TEST_P(PoolTest, MapAsyncReturnsAResultToWaitOn) {
+    mproc::Pool pool(options(2));
     auto result = pool.map_async(square, std::vector<int>{2, 3});
     EXPECT_TRUE(result.wait(30s));
     EXPECT_TRUE(result.successful());
@@ -177,8 +199,8 @@ TEST(Pool, MapAsyncReturnsAResultToWaitOn) {
     EXPECT_EQ(starred.get(30s), (std::vector<int>{2}));
 }
 
-TEST(Pool, ImapYieldsResultsInInputOrder) {
-    mproc::Pool pool(2);
+TEST_P(PoolTest, ImapYieldsResultsInInputOrder) {
+    mproc::Pool pool(options(2));
     std::vector<int> seen;
     for (int value : pool.imap(square, std::views::iota(0, 20))) seen.push_back(value);
     std::vector<int> expected;
@@ -186,8 +208,8 @@ TEST(Pool, ImapYieldsResultsInInputOrder) {
     EXPECT_EQ(seen, expected);
 }
 
-TEST(Pool, ImapUnorderedYieldsEveryResultOnce) {
-    mproc::Pool pool(2);
+TEST_P(PoolTest, ImapUnorderedYieldsEveryResultOnce) {
+    mproc::Pool pool(options(2));
     std::multiset<int> seen;
     for (int value : pool.imap_unordered(square, std::views::iota(0, 20), 3)) seen.insert(value);
     std::multiset<int> expected;
@@ -195,8 +217,8 @@ TEST(Pool, ImapUnorderedYieldsEveryResultOnce) {
     EXPECT_EQ(seen, expected);
 }
 
-TEST(Pool, ImapThrowsAtTheFailingElementAndTheRestCanStillBeRead) {
-    mproc::Pool pool(2);
+TEST_P(PoolTest, ImapThrowsAtTheFailingElementAndTheRestCanStillBeRead) {
+    mproc::Pool pool(options(2));
     auto results = pool.imap(parse_or_throw, std::vector<int>{0, 1, 2, 3, 4});
     std::vector<int> values;
     int failures = 0;
@@ -212,8 +234,8 @@ TEST(Pool, ImapThrowsAtTheFailingElementAndTheRestCanStillBeRead) {
     EXPECT_EQ(values, (std::vector<int>{0, 1, 3, 4}));
 }
 
-TEST(Pool, TaskExceptionComesBackWithTypeMessageAndTraceback) {
-    mproc::Pool pool(1);
+TEST_P(PoolTest, TaskExceptionComesBackWithTypeMessageAndTraceback) {
+    mproc::Pool pool(options(1));
     try {
         pool.apply(parse_or_throw, 2);
         FAIL() << "expected a RemoteError";
@@ -225,14 +247,14 @@ TEST(Pool, TaskExceptionComesBackWithTypeMessageAndTraceback) {
     }
 }
 
-TEST(Pool, MapThrowsTheErrorOfTheFirstFailingTask) {
-    mproc::Pool pool(2);
+TEST_P(PoolTest, MapThrowsTheErrorOfTheFirstFailingTask) {
+    mproc::Pool pool(options(2));
     EXPECT_THROW(pool.map(parse_or_throw, std::vector<int>{0, 1, 2, 3}), mproc::RemoteError);
     EXPECT_EQ(pool.map(square, std::vector<int>{3}), (std::vector<int>{9}));  // and goes on
 }
 
-TEST(Pool, KilledWorkerFailsItsTaskOnly) {
-    mproc::Pool pool(2);
+TEST_P(PoolTest, KilledWorkerFailsItsTaskOnly) {
+    mproc::Pool pool(options(2));
     auto results = pool.imap(kill_self_on_three, std::views::iota(0, 8));
     std::vector<int> values;
     for (auto it = results.begin(); it != results.end(); ++it) {
@@ -246,8 +268,8 @@ TEST(Pool, KilledWorkerFailsItsTaskOnly) {
     EXPECT_EQ(values, (std::vector<int>{0, 1, 2, 4, 5, 6, 7}));
 }
 
-TEST(Pool, WorkerThatCallsExitFailsItsTaskWithTheExitCode) {
-    mproc::Pool pool(1);
+TEST_P(PoolTest, WorkerThatCallsExitFailsItsTaskWithTheExitCode) {
+    mproc::Pool pool(options(1));
     try {
         pool.apply(exit_on_three, 3);
         FAIL() << "expected WorkerLost";
@@ -258,8 +280,8 @@ TEST(Pool, WorkerThatCallsExitFailsItsTaskWithTheExitCode) {
     EXPECT_EQ(pool.apply(exit_on_three, 4), 4);  // a new worker took its place
 }
 
-TEST(Pool, WorkerDeathInTheMiddleOfMapFailsOnlyTheTaskItHeld) {
-    mproc::Pool pool(2);
+TEST_P(PoolTest, WorkerDeathInTheMiddleOfMapFailsOnlyTheTaskItHeld) {
+    mproc::Pool pool(options(2));
     // Chunks of 4: the worker dies inside a chunk with tasks before and after the culprit.
     auto results = pool.imap(abort_on_ten, std::views::iota(0, 20), 4);
     std::vector<int> values;
@@ -280,8 +302,8 @@ TEST(Pool, WorkerDeathInTheMiddleOfMapFailsOnlyTheTaskItHeld) {
     EXPECT_THROW(pool.map(abort_on_ten, std::views::iota(0, 20)), mproc::WorkerLost);
 }
 
-TEST(Pool, TaskPastItsTimeoutFailsWithTimeoutErrorAndThePoolGoesOn) {
-    mproc::Pool pool(mproc::PoolOptions{.processes = 2, .task_timeout = 300ms});
+TEST_P(PoolTest, TaskPastItsTimeoutFailsWithTimeoutErrorAndThePoolGoesOn) {
+    mproc::Pool pool(options(2, {.task_timeout = 300ms}));
     auto slow = pool.apply_async(sleep_when_negative, -1);
     auto fast = pool.map(sleep_when_negative, std::vector<int>{1, 2, 3});
     EXPECT_EQ(fast, (std::vector<int>{1, 2, 3}));
@@ -289,21 +311,21 @@ TEST(Pool, TaskPastItsTimeoutFailsWithTimeoutErrorAndThePoolGoesOn) {
     EXPECT_EQ(pool.apply(sleep_when_negative, 5), 5);
 }
 
-TEST(Pool, SubmittingAfterCloseIsAStateError) {
-    mproc::Pool pool(1);
+TEST_P(PoolTest, SubmittingAfterCloseIsAStateError) {
+    mproc::Pool pool(options(1));
     pool.close();
     EXPECT_THROW(pool.map(square, std::vector<int>{1}), mproc::StateError);
     EXPECT_THROW(pool.apply_async(square, 1), mproc::StateError);
     pool.join();
 }
 
-TEST(Pool, JoinBeforeCloseIsAStateError) {
-    mproc::Pool pool(1);
+TEST_P(PoolTest, JoinBeforeCloseIsAStateError) {
+    mproc::Pool pool(options(1));
     EXPECT_THROW(pool.join(), mproc::StateError);
 }
 
-TEST(Pool, CloseThenJoinFinishesTheSubmittedWork) {
-    mproc::Pool pool(2);
+TEST_P(PoolTest, CloseThenJoinFinishesTheSubmittedWork) {
+    mproc::Pool pool(options(2));
     auto result = pool.map_async(square, std::views::iota(0, 100));
     pool.close();
     pool.join();
@@ -311,8 +333,8 @@ TEST(Pool, CloseThenJoinFinishesTheSubmittedWork) {
     EXPECT_EQ(result.get().back(), 99 * 99);
 }
 
-TEST(Pool, TerminateReturnsPromptlyWithLongTasksRunningAndFailsThem) {
-    mproc::Pool pool(2);
+TEST_P(PoolTest, TerminateReturnsPromptlyWithLongTasksRunningAndFailsThem) {
+    mproc::Pool pool(options(2));
     auto long_tasks = pool.map_async(sleep_when_negative, std::vector<int>{-1, -1, -1, -1}, 1);
     std::this_thread::sleep_for(200ms);  // let the workers start their tasks
     const auto start = std::chrono::steady_clock::now();
@@ -322,27 +344,26 @@ TEST(Pool, TerminateReturnsPromptlyWithLongTasksRunningAndFailsThem) {
     EXPECT_TRUE(mproc::testing::child_pids().empty());
 }
 
-TEST(Pool, DestructorFinishesTheSubmittedWork) {
+TEST_P(PoolTest, DestructorFinishesTheSubmittedWork) {
     mproc::SharedArray<int> marks(40);
     {
-        mproc::Pool pool(2);
+        mproc::Pool pool(options(2));
         for (int i = 0; i < 40; ++i) pool.apply_async(mark, marks, i);
     }
     for (int m : marks) EXPECT_EQ(m, 1);
 }
 
-TEST(Pool, InitializerRunsOnceInEachWorkerWithItsArguments) {
+TEST_P(PoolTest, InitializerRunsOnceInEachWorkerWithItsArguments) {
     mproc::SharedArray<int> counter(1);
     {
-        mproc::Pool pool(mproc::PoolOptions{.processes = 2,
-                                            .initializer = mproc::bind(count_initialization, counter, 10)});
+        mproc::Pool pool(options(2, {.initializer = mproc::bind(count_initialization, counter, 10)}));
         pool.map(square, std::views::iota(0, 100));
     }
     EXPECT_EQ(counter[0], 20);
 }
 
-TEST(Pool, FailingInitializerFailsEveryTaskWithItsError) {
-    mproc::Pool pool(mproc::PoolOptions{.processes = 1, .initializer = mproc::bind(throwing_initializer)});
+TEST_P(PoolTest, FailingInitializerFailsEveryTaskWithItsError) {
+    mproc::Pool pool(options(1, {.initializer = mproc::bind(throwing_initializer)}));
     try {
         pool.apply(square, 2);
         FAIL() << "expected the initializer's error";
@@ -352,14 +373,14 @@ TEST(Pool, FailingInitializerFailsEveryTaskWithItsError) {
     }
 }
 
-TEST(Pool, MaxtasksperchildReplacesAWorkerAfterItsTasks) {
-    mproc::Pool pool(mproc::PoolOptions{.processes = 1, .maxtasksperchild = 2});
+TEST_P(PoolTest, MaxtasksperchildReplacesAWorkerAfterItsTasks) {
+    mproc::Pool pool(options(1, {.maxtasksperchild = 2}));
     const auto pids = pool.map(worker_pid, std::views::iota(0, 6), 1);
     EXPECT_EQ(std::set<pid_t>(pids.begin(), pids.end()).size(), 3u);
 }
 
-TEST(Pool, SharedArrayArgumentIsSharedNotCopied) {
-    mproc::Pool pool(2);
+TEST_P(PoolTest, SharedArrayArgumentIsSharedNotCopied) {
+    mproc::Pool pool(options(2));
     mproc::SharedArray<int> marks(8);  // made after the workers: it travels as a descriptor
     std::vector<std::tuple<mproc::SharedArray<int>, int>> tasks;
     for (int i = 0; i < 8; ++i) tasks.emplace_back(marks, i);
@@ -367,23 +388,23 @@ TEST(Pool, SharedArrayArgumentIsSharedNotCopied) {
     for (int m : marks) EXPECT_EQ(m, 1);
 }
 
-TEST(Pool, SharedArrayMadeByAWorkerComesBackToTheParent) {
-    mproc::Pool pool(1);
+TEST_P(PoolTest, SharedArrayMadeByAWorkerComesBackToTheParent) {
+    mproc::Pool pool(options(1));
     const auto array = pool.apply(make_filled, 1000, 7);
     ASSERT_EQ(array.size(), 1000u);
     EXPECT_EQ(array[0], 7);
     EXPECT_EQ(array[999], 7);
 }
 
-TEST(Pool, LargeArgumentsTravel) {
-    mproc::Pool pool(2);
+TEST_P(PoolTest, LargeArgumentsTravel) {
+    mproc::Pool pool(options(2));
     const std::vector<char> sixteen_mib(16u << 20, 'x');
     const auto sizes = pool.map(length_of, std::vector<std::vector<char>>(3, sixteen_mib), 1);
     EXPECT_EQ(sizes, (std::vector<std::size_t>(3, 16u << 20)));
 }
 
-TEST(Pool, SeveralThreadsMaySubmitAtOnce) {
-    mproc::Pool pool(2);
+TEST_P(PoolTest, SeveralThreadsMaySubmitAtOnce) {
+    mproc::Pool pool(options(2));
     std::vector<std::thread> threads;
     std::vector<int> sums(4);
     for (int t = 0; t < 4; ++t) {
@@ -402,20 +423,14 @@ TEST(Pool, DefaultSizeIsTheProcessCpuCount) {
     EXPECT_EQ(pool.processes(), mproc::process_cpu_count());
 }
 
-TEST(Pool, FiftyPoolsLeaveNoZombiesAndNoDescriptors) {
+TEST_P(PoolTest, FiftyPoolsLeaveNoZombiesAndNoDescriptors) {
     const auto descriptors_before = mproc::testing::open_descriptor_count();
     for (int i = 0; i < 50; ++i) {
-        mproc::Pool pool(2);
+        mproc::Pool pool(options(2));
         ASSERT_EQ(pool.apply(square, i), i * i);
     }
     EXPECT_EQ(mproc::testing::open_descriptor_count(), descriptors_before);
     EXPECT_TRUE(mproc::testing::child_pids().empty());
-}
-
-TEST(Pool, StartMethodsOtherThanForkAreRefusedForNow) {
-    EXPECT_THROW(mproc::Pool(mproc::PoolOptions{.processes = 1,
-                                                .start_method = mproc::StartMethod::spawn}),
-                 mproc::StateError);
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/statvfs.h>
+#include <sys/sysinfo.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,8 +12,10 @@
 #include <cereal/archives/binary.hpp>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <numeric>
 #include <set>
 #include <span>
@@ -22,6 +26,9 @@
 
 #include "mproc/detail/fd_passing.hpp"
 #include "mproc/errors.hpp"
+#include "mproc/pool.hpp"
+#include "mproc/process.hpp"
+#include "process_helpers.hpp"
 
 namespace {
 
@@ -366,6 +373,282 @@ TEST(SharedArray, SizeBeyondTheMachinesMemoryThrowsErrorAndLeaksNothing) {
     EXPECT_THROW(SharedArray<char>(std::size_t{1} << 50), mproc::Error);
     EXPECT_EQ(count_shared_mappings(), mappings);
     EXPECT_EQ(count_shared_descriptors(), descriptors);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SharedMemory: named shared memory. Every test makes its names unique with the pid, and removes
+// what it created even when an assertion fails, through UniqueName.
+
+using mproc::Process;
+using mproc::SharedMemory;
+
+// A name no other test or program uses; the object of that name, if any, is unlinked when the
+// UniqueName goes.
+class UniqueName {
+  public:
+    UniqueName() {
+        static int counter = 0;
+        name_ = "mproc-test-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
+    }
+    ~UniqueName() { ::shm_unlink(("/" + name_).c_str()); }
+    UniqueName(const UniqueName&) = delete;
+    UniqueName& operator=(const UniqueName&) = delete;
+
+    const std::string& str() const noexcept { return name_; }
+    std::filesystem::path file() const { return std::filesystem::path("/dev/shm") / name_; }
+
+  private:
+    std::string name_;
+};
+
+std::string message_of(const std::function<void()>& f) {
+    try {
+        f();
+    } catch (const mproc::Error& e) {
+        return e.what();
+    }
+    return "(nothing was thrown)";
+}
+
+// Pool task: fills the memory it is given with value.
+void fill_shared_memory(SharedMemory memory, int value) {
+    std::memset(memory.data(), value, memory.size());
+}
+
+// Pool task: the name the memory arrived with.
+std::string name_of_shared_memory(SharedMemory memory) {
+    return memory.name();
+}
+
+TEST(SharedMemory, CreatedMemoryHasTheSizeAskedForAndIsZeroFilled) {
+    UniqueName name;
+    SharedMemory memory = SharedMemory::create(name.str(), 100000);
+    ASSERT_EQ(memory.size(), 100000u);
+    ASSERT_NE(memory.data(), nullptr);
+    EXPECT_EQ(memory.span().size(), 100000u);
+    EXPECT_EQ(memory.span().data(), memory.data());
+    EXPECT_TRUE(std::all_of(memory.span().begin(), memory.span().end(),
+                            [](std::byte b) { return b == std::byte{0}; }));
+}
+
+TEST(SharedMemory, AttachedHandleSeesTheCreatorsBytesAndTheCreatorSeesItsWrites) {
+    UniqueName name;
+    SharedMemory created = SharedMemory::create(name.str(), 4096);
+    created.data()[10] = std::byte{42};
+    SharedMemory attached = SharedMemory::attach(name.str());
+    ASSERT_EQ(attached.size(), 4096u);
+    EXPECT_EQ(attached.data()[10], std::byte{42});
+    attached.data()[4095] = std::byte{7};
+    EXPECT_EQ(created.data()[4095], std::byte{7});
+}
+
+TEST(SharedMemory, ChildProcessThatAttachesSeesTheParentsWritesAndTheParentSeesItsWrites) {
+    UniqueName name;
+    SharedMemory memory = SharedMemory::create(name.str(), 64);
+    memory.data()[0] = std::byte{1};
+    const std::string child_name = name.str();
+    Process child([child_name] {
+        SharedMemory attached = SharedMemory::attach(child_name);
+        if (attached.data()[0] != std::byte{1}) throw std::runtime_error("parent's byte missing");
+        attached.data()[1] = std::byte{2};
+    });
+    child.start();
+    ASSERT_TRUE(child.join(std::chrono::seconds(30)));
+    EXPECT_EQ(child.exitcode(), 0);
+    EXPECT_EQ(memory.data()[1], std::byte{2});
+}
+
+TEST(SharedMemory, AttachingAMissingNameThrowsErrorSayingSo) {
+    UniqueName name;
+    const std::string message = message_of([&] { SharedMemory::attach(name.str()); });
+    EXPECT_NE(message.find("no shared memory named"), std::string::npos) << message;
+    EXPECT_NE(message.find(name.str()), std::string::npos) << message;
+}
+
+TEST(SharedMemory, CreatingANameThatExistsThrowsErrorSayingSo) {
+    UniqueName name;
+    SharedMemory first = SharedMemory::create(name.str(), 16);
+    const std::string message = message_of([&] { SharedMemory::create(name.str(), 16); });
+    EXPECT_NE(message.find("already exists"), std::string::npos) << message;
+}
+
+TEST(SharedMemory, FailedCreateOfAnExistingNameLeavesTheExistingMemoryAlone) {
+    UniqueName name;
+    SharedMemory first = SharedMemory::create(name.str(), 16);
+    first.data()[3] = std::byte{9};
+    EXPECT_THROW(SharedMemory::create(name.str(), 32), mproc::Error);
+    SharedMemory attached = SharedMemory::attach(name.str());
+    EXPECT_EQ(attached.size(), 16u);
+    EXPECT_EQ(attached.data()[3], std::byte{9});
+}
+
+TEST(SharedMemory, FailedCreateLeavesNoNameAndNoDescriptorBehind) {
+    UniqueName name;
+    const std::size_t descriptors = mproc::testing::open_descriptor_count();
+    EXPECT_THROW(SharedMemory::create(name.str(), 0), mproc::Error);
+    EXPECT_THROW(SharedMemory::create(name.str(), std::size_t{1} << 50), mproc::Error);
+    EXPECT_THROW(SharedMemory::create(name.str(), SIZE_MAX), mproc::Error);
+    EXPECT_FALSE(std::filesystem::exists(name.file()));
+    EXPECT_EQ(mproc::testing::open_descriptor_count(), descriptors);
+}
+
+TEST(SharedMemory, CreateLargerThanDevShmHasRoomForThrowsErrorAndLeavesNoName) {
+    // A size the machine could hold but /dev/shm cannot: refused after the name was made.
+    struct statvfs room {};
+    struct sysinfo machine {};
+    ASSERT_EQ(::statvfs("/dev/shm", &room), 0);
+    ASSERT_EQ(::sysinfo(&machine), 0);
+    const unsigned long long free = static_cast<unsigned long long>(room.f_bavail) * room.f_frsize;
+    const unsigned long long memory =
+        (static_cast<unsigned long long>(machine.totalram) + machine.totalswap) * machine.mem_unit;
+    if (free + (1 << 20) > memory) GTEST_SKIP() << "/dev/shm may hold all of this machine's memory";
+    UniqueName name;
+    const std::size_t descriptors = mproc::testing::open_descriptor_count();
+    const std::string message =
+        message_of([&] { SharedMemory::create(name.str(), free + (1 << 20)); });
+    EXPECT_NE(message.find("does not fit in /dev/shm"), std::string::npos) << message;
+    EXPECT_FALSE(std::filesystem::exists(name.file()));
+    EXPECT_EQ(mproc::testing::open_descriptor_count(), descriptors);
+}
+
+TEST(SharedMemory, UnlinkRemovesTheNameFromDevShm) {
+    UniqueName name;
+    SharedMemory memory = SharedMemory::create(name.str(), 16);
+    ASSERT_TRUE(std::filesystem::exists(name.file()));
+    memory.unlink();
+    EXPECT_FALSE(std::filesystem::exists(name.file()));
+}
+
+TEST(SharedMemory, AttachAfterUnlinkThrowsError) {
+    UniqueName name;
+    SharedMemory memory = SharedMemory::create(name.str(), 16);
+    memory.unlink();
+    EXPECT_THROW(SharedMemory::attach(name.str()), mproc::Error);
+}
+
+TEST(SharedMemory, MemoryStaysUsableAfterUnlinkWhileHandlesRemain) {
+    UniqueName name;
+    SharedMemory memory = SharedMemory::create(name.str(), 16);
+    SharedMemory attached = SharedMemory::attach(name.str());
+    memory.unlink();
+    memory.data()[5] = std::byte{55};
+    EXPECT_EQ(attached.data()[5], std::byte{55});
+}
+
+TEST(SharedMemory, UnlinkingTwiceDoesNothing) {
+    UniqueName name;
+    SharedMemory memory = SharedMemory::create(name.str(), 16);
+    SharedMemory attached = SharedMemory::attach(name.str());
+    memory.unlink();
+    EXPECT_NO_THROW(memory.unlink());
+    EXPECT_NO_THROW(attached.unlink());
+}
+
+TEST(SharedMemory, UnlinkLeavesANameThatWasGivenToOtherMemory) {
+    UniqueName name;
+    SharedMemory old_memory = SharedMemory::create(name.str(), 16);
+    old_memory.unlink();
+    SharedMemory new_memory = SharedMemory::create(name.str(), 16);
+    old_memory.unlink();
+    EXPECT_TRUE(std::filesystem::exists(name.file()));
+    EXPECT_NO_THROW(SharedMemory::attach(name.str()));
+}
+
+TEST(SharedMemory, NameWithOrWithoutALeadingSlashNamesTheSameMemory) {
+    UniqueName name;
+    SharedMemory created = SharedMemory::create("/" + name.str(), 16);
+    EXPECT_EQ(created.name(), name.str());
+    created.data()[0] = std::byte{1};
+    SharedMemory attached = SharedMemory::attach(name.str());
+    EXPECT_EQ(attached.data()[0], std::byte{1});
+    EXPECT_TRUE(std::filesystem::exists(name.file()));
+}
+
+TEST(SharedMemory, NameWithASlashInsideThrowsErrorSayingSo) {
+    const std::string message = message_of([] { SharedMemory::create("mproc-test/inner", 16); });
+    EXPECT_NE(message.find("'/'"), std::string::npos) << message;
+    EXPECT_THROW(SharedMemory::attach("/dir/name"), mproc::Error);
+}
+
+TEST(SharedMemory, EmptyOrDotNamesThrowError) {
+    EXPECT_THROW(SharedMemory::create("", 16), mproc::Error);
+    EXPECT_THROW(SharedMemory::create("/", 16), mproc::Error);
+    EXPECT_THROW(SharedMemory::create("..", 16), mproc::Error);
+    EXPECT_THROW(SharedMemory::create(std::string(300, 'n'), 16), mproc::Error);
+}
+
+TEST(SharedMemory, CopiesShareOneMapping) {
+    UniqueName name;
+    SharedMemory memory = SharedMemory::create(name.str(), 16);
+    SharedMemory copy = memory;
+    EXPECT_EQ(copy.data(), memory.data());
+    EXPECT_EQ(copy.name(), memory.name());
+}
+
+TEST(SharedMemory, DefaultConstructedHandleIsEmptyAndCannotUnlink) {
+    SharedMemory memory;
+    EXPECT_EQ(memory.data(), nullptr);
+    EXPECT_EQ(memory.size(), 0u);
+    EXPECT_TRUE(memory.name().empty());
+    EXPECT_THROW(memory.unlink(), mproc::StateError);
+}
+
+TEST(SharedMemory, SaveAndLoadGiveAHandleToTheSameMemoryUnderTheSameName) {
+    UniqueName name;
+    SharedMemory sent = SharedMemory::create(name.str(), 64);
+    FdOutbox outbox;
+    std::string bytes = encode(sent, outbox);
+    std::vector<UniqueFd> fds = outbox.take();
+    ASSERT_EQ(fds.size(), 1u);
+    SharedMemory received;
+    decode(bytes, fds, received);
+    EXPECT_EQ(received.name(), name.str());
+    ASSERT_EQ(received.size(), 64u);
+    received.data()[63] = std::byte{63};
+    EXPECT_EQ(sent.data()[63], std::byte{63});
+}
+
+TEST(SharedMemory, HandleTravelsEvenAfterItsNameWasUnlinked) {
+    UniqueName name;
+    SharedMemory sent = SharedMemory::create(name.str(), 64);
+    sent.unlink();
+    FdOutbox outbox;
+    std::string bytes = encode(sent, outbox);
+    std::vector<UniqueFd> fds = outbox.take();
+    SharedMemory received;
+    decode(bytes, fds, received);
+    received.data()[0] = std::byte{1};
+    EXPECT_EQ(sent.data()[0], std::byte{1});
+}
+
+TEST(SharedMemory, SavingOutsideAnOutboxThrowsSerializationError) {
+    UniqueName name;
+    SharedMemory memory = SharedMemory::create(name.str(), 16);
+    std::stringstream stream;
+    cereal::BinaryOutputArchive archive(stream);
+    EXPECT_THROW(archive(memory), mproc::SerializationError);
+}
+
+TEST(SharedMemory, PoolTaskGivenTheMemoryWritesBytesTheCallerReads) {
+    UniqueName name;
+    SharedMemory memory = SharedMemory::create(name.str(), 1000);
+    mproc::Pool pool(1);
+    pool.apply(fill_shared_memory, memory, 0x5a);
+    EXPECT_TRUE(std::all_of(memory.span().begin(), memory.span().end(),
+                            [](std::byte b) { return b == std::byte{0x5a}; }));
+    EXPECT_EQ(pool.apply(name_of_shared_memory, memory), name.str());
+}
+
+TEST(SharedMemory, MappingAndDescriptorGoWithTheLastHandleButTheNameStays) {
+    UniqueName name;
+    const std::size_t descriptors = mproc::testing::open_descriptor_count();
+    {
+        SharedMemory memory = SharedMemory::create(name.str(), 16);
+        SharedMemory attached = SharedMemory::attach(name.str());
+        SharedMemory copy = attached;
+    }
+    EXPECT_EQ(mproc::testing::open_descriptor_count(), descriptors);
+    EXPECT_TRUE(std::filesystem::exists(name.file()));
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "mproc/callable.hpp"
 #include "mproc/start_method.hpp"
 
 namespace mproc {
@@ -31,14 +32,30 @@ namespace detail {
 class ProcessTarget {
 public:
     virtual ~ProcessTarget() = default;
+    // Runs the call here: in the child of a fork.
     virtual void run() = 0;
+    // The call encoded for a fresh run of the program (spawn, forkserver); nullopt when the
+    // callable is not sendable or an argument cannot be encoded.
+    virtual std::optional<BoundCall> encode_for_spawn() const = 0;
 };
+
+template <class T>
+inline constexpr bool encodable_v =
+    cereal::traits::is_output_serializable<wire_arg_t<T>, WireOutputArchive>::value;
 
 template <class F, class... Args>
 class BoundTarget final : public ProcessTarget {
 public:
     BoundTarget(F f, Args... args) : f_(std::move(f)), args_(std::move(args)...) {}
     void run() override { std::apply(f_, std::move(args_)); }
+    std::optional<BoundCall> encode_for_spawn() const override {
+        if constexpr (SendableCallable<F> && (encodable_v<Args> && ...) &&
+                      callable_with_tuple<F, std::tuple<wire_arg_t<Args>...>>) {
+            return std::apply([&](const auto&... args) { return mproc::bind(f_, args...); }, args_);
+        } else {
+            return std::nullopt;
+        }
+    }
 
 private:
     F f_;
@@ -50,7 +67,10 @@ class ProcessState;
 }  // namespace detail
 
 // A child process that runs f(args...) once started. Under fork (the default) f may be any
-// callable, capturing lambdas included: the child is a copy of the parent.
+// callable, capturing lambdas included: the child is a copy of the parent. Under spawn and
+// forkserver the child is a fresh run of the program (entered through mproc::init), so f must
+// be a sendable callable and the arguments values mproc can encode; otherwise start() throws
+// StateError. Under forkserver a Process starts as it does under spawn.
 //
 // The child's exit code follows Python: 0 when f returns, the value given to std::exit, 1 when
 // f throws (the error is printed to stderr), -N when signal N ended it. The child dies with its

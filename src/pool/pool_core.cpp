@@ -24,6 +24,7 @@
 #include "pool/chunk.hpp"
 #include "transport/socket_link.hpp"
 #include "worker/launcher.hpp"
+#include "worker/spawn.hpp"
 
 namespace mproc::detail {
 
@@ -35,6 +36,16 @@ constexpr std::size_t chunks_in_flight = 2;
 // A chunk whose worker died this many times while none of its tasks was running fails: the
 // worker dies of something in the chunk that is not a task of it.
 constexpr int max_chunk_losses = 3;
+
+std::string startup_failure(int exit_code, const char* what) {
+    if (exit_code == exit_missing_init) {
+        return std::string("mproc: a spawned ") + what +
+               " could not serve because main() does not call mproc::init(argc, argv) first; "
+               "add it as the first statement of main";
+    }
+    return std::string("mproc: a spawned ") + what + " could not start (exit code " +
+           std::to_string(exit_code) + "); its standard error says why";
+}
 
 std::exception_ptr terminated_error() {
     return std::make_exception_ptr(
@@ -105,6 +116,7 @@ struct PoolCore::Impl {
     bool has_work() const;
     void fail_everything(std::exception_ptr error);
     void terminate_now();
+    std::exception_ptr launcher_lost_error();
 };
 
 PoolCore::Impl::Impl(const PoolOptions& options)
@@ -114,11 +126,8 @@ PoolCore::Impl::Impl(const PoolOptions& options)
       initializer(options.initializer),
       workers(processes),
       launching(processes, false) {
+    require_served_role_taken();
     const StartMethod method = options.start_method.value_or(get_start_method());
-    if (method != StartMethod::fork) {
-        throw StateError("mproc: this build of mproc starts workers by fork only; spawn and "
-                         "forkserver are not available yet");
-    }
     if (task_timeout && task_timeout->count() <= 0) {
         throw StateError("mproc: task_timeout must be positive");
     }
@@ -127,7 +136,7 @@ PoolCore::Impl::Impl(const PoolOptions& options)
     wake = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!wake) throw_system_error("eventfd");
     // The launcher is forked before the collector thread exists: it inherits no thread.
-    launcher.emplace(&status(0), initializer ? &initializer->frame() : nullptr);
+    launcher.emplace(method, status_memory, initializer ? &initializer->frame() : nullptr);
     for (std::uint32_t slot = 0; slot < processes; ++slot) {
         launcher->launch(slot);
         launching[slot] = true;
@@ -181,10 +190,9 @@ void PoolCore::Impl::run() {
         maybe_shut_down(state);
         poll_once(poll_timeout_ms());
         if (!handle_launcher_events()) {
-            // The launcher has exited: after a shutdown, as it should; otherwise it was killed
-            // and with it every worker.
-            fail_everything(std::make_exception_ptr(
-                Error("mproc: the pool's worker launcher process died; the pool cannot run tasks")));
+            // The launcher has exited: after a shutdown, as it should; otherwise it failed to
+            // start or was killed, and with it every worker.
+            if (has_work()) fail_everything(launcher_lost_error());
             return;
         }
         check_timeouts();
@@ -344,6 +352,12 @@ void PoolCore::Impl::handle_exited(const WorkerLauncher::Event& event) {
     read_results(*slot);  // what it sent before it died still counts
     if (!slot->in_flight.empty()) handle_lost(*slot, event.status);
     slot.reset();
+    if (!broken && (event.status.exit_code == exit_missing_init ||
+                    event.status.exit_code == exit_bootstrap_failed) && event.status.signal == 0) {
+        // A spawned worker that could not start will not start next time either.
+        broken = std::make_exception_ptr(Error(startup_failure(event.status.exit_code, "worker")));
+        fail_everything(broken);
+    }
     const bool wanted = !broken && !shutting_down;
     if (wanted && !launching[event.slot]) {
         launcher->launch(event.slot);
@@ -414,6 +428,15 @@ void PoolCore::Impl::fail_everything(std::exception_ptr error) {
     std::lock_guard lock(mutex);
     for (auto& chunk : submitted) chunk.fail(error);
     submitted.clear();
+}
+
+std::exception_ptr PoolCore::Impl::launcher_lost_error() {
+    const ExitStatus exit = launcher->reap();
+    if (exit.signal == 0 && (exit.exit_code == exit_missing_init || exit.exit_code == exit_bootstrap_failed)) {
+        return std::make_exception_ptr(Error(startup_failure(exit.exit_code, "launcher")));
+    }
+    return std::make_exception_ptr(
+        Error("mproc: the pool's worker launcher process died; the pool cannot run tasks"));
 }
 
 void PoolCore::Impl::terminate_now() {

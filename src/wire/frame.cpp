@@ -16,7 +16,7 @@ void check_header(const FrameHeader& header) {
                                  std::to_string(frame_version));
     }
     if (header.kind < static_cast<std::uint16_t>(FrameKind::task) ||
-        header.kind > static_cast<std::uint16_t>(FrameKind::init_failed)) {
+        header.kind > static_cast<std::uint16_t>(FrameKind::bootstrap)) {
         throw SerializationError("mproc: a frame has the unknown kind " +
                                  std::to_string(header.kind));
     }
@@ -33,6 +33,13 @@ void check_header(const FrameHeader& header) {
     if (header.item_count > header.payload_bytes / sizeof(ItemLength)) {
         throw SerializationError("mproc: a frame claims more items than its payload can hold");
     }
+}
+
+Frame copy_frame(const Frame& frame) {
+    Frame copy;
+    copy.bytes = frame.bytes;
+    for (const auto& fd : frame.fds) copy.fds.push_back(fd.duplicate());
+    return copy;
 }
 
 FrameWriter::FrameWriter(FrameKind kind, std::uint64_t sequence, std::uint64_t entry,

@@ -11,8 +11,11 @@
 #include <cerrno>
 #include <map>
 
+#include "mproc/detail/wire_archive.hpp"
 #include "os/socket.hpp"
 #include "os/system_error.hpp"
+#include "transport/socket_link.hpp"
+#include "worker/spawn.hpp"
 #include "worker/worker_loop.hpp"
 
 namespace mproc::detail {
@@ -39,12 +42,14 @@ struct Notice {
 // its workers end with the pool's process, whichever of its threads made the pool.
 class Launcher {
 public:
-    Launcher(UniqueFd control, pid_t pool_process, WorkerStatus* statuses,
-             const Frame* initializer)
+    Launcher(UniqueFd control, pid_t pool_process, std::shared_ptr<SharedRegion> statuses,
+             const Frame* initializer, StartMethod workers_by)
         : control_(std::move(control)),
           pool_process_(open_pidfd(pool_process)),
-          statuses_(statuses),
-          initializer_(initializer) {
+          status_region_(std::move(statuses)),
+          statuses_(reinterpret_cast<WorkerStatus*>(status_region_->data())),
+          initializer_(initializer),
+          workers_by_(workers_by) {
         ::prctl(PR_SET_PDEATHSIG, 0);
         if (!pool_process_ || ::getppid() != pool_process) ::_exit(0);
         set_process_title("mproc-launcher");
@@ -101,6 +106,14 @@ private:
         WorkerStatus& status = statuses_[slot];
         status.running.store(0);
         status.sequence.store(0);
+        const pid_t pid = workers_by_ == StartMethod::spawn ? spawn_worker(slot, pool_end, worker_end)
+                                                             : fork_worker(status, pool_end, worker_end);
+        children_[pid] = slot;
+        const int fd = pool_end.get();
+        notify(Notice{1, slot, pid, 0, 0}, std::span(&fd, 1));
+    }
+
+    pid_t fork_worker(WorkerStatus& status, UniqueFd& pool_end, UniqueFd& worker_end) {
         const pid_t pid = fork_child();
         if (pid == 0) {
             ::sigprocmask(SIG_SETMASK, &original_mask_, nullptr);
@@ -109,11 +122,27 @@ private:
             pool_process_.reset();
             pool_end.reset();
             set_process_title("mproc-worker");
-            run_worker(std::move(worker_end), status, initializer_);
+            run_worker(std::make_unique<SocketLink>(std::move(worker_end)), status, initializer_);
         }
-        children_[pid] = slot;
-        const int fd = pool_end.get();
-        notify(Notice{1, slot, pid, 0, 0}, std::span(&fd, 1));
+        return pid;
+    }
+
+    // A fresh run of the program; what it needs goes ahead of the pool's first frame on the
+    // pool's end of its socket: the bootstrap, then the initializer.
+    pid_t spawn_worker(std::uint32_t slot, const UniqueFd& pool_end, const UniqueFd& worker_end) {
+        const pid_t pid = spawn_program(Role::worker, worker_end);
+        std::vector<std::byte> slot_item;
+        std::vector<std::byte> initializer_item;
+        encode(slot_item, slot);
+        encode(initializer_item, initializer_ != nullptr);
+        std::vector<UniqueFd> fds;
+        fds.push_back(status_region_->fd().duplicate());
+        SocketLink ahead(pool_end.duplicate());
+        if (ahead.send(bootstrap_frame(Role::worker, {slot_item, initializer_item}, std::move(fds))) &&
+            initializer_ != nullptr) {
+            ahead.send(copy_frame(*initializer_));
+        }
+        return pid;
     }
 
     void reap_children() {
@@ -148,21 +177,48 @@ private:
     UniqueFd pool_process_;
     UniqueFd child_deaths_;
     sigset_t original_mask_{};
+    std::shared_ptr<SharedRegion> status_region_;
     WorkerStatus* statuses_;
     const Frame* initializer_;
+    StartMethod workers_by_;
     std::map<pid_t, std::uint32_t> children_;
     bool ending_ = false;
 };
 
 }  // namespace
 
-WorkerLauncher::WorkerLauncher(WorkerStatus* statuses, const Frame* initializer) {
+void run_launcher(UniqueFd control, pid_t pool_process, std::shared_ptr<SharedRegion> statuses,
+                  const Frame* initializer, StartMethod workers_by) {
+    Launcher(std::move(control), pool_process, std::move(statuses), initializer, workers_by).run();
+}
+
+WorkerLauncher::WorkerLauncher(StartMethod method, std::shared_ptr<SharedRegion> statuses,
+                               const Frame* initializer) {
     auto [pool_end, launcher_end] = make_socket_pair(SOCK_SEQPACKET);
     const pid_t pool_process = ::getpid();
-    pid_ = fork_child();
-    if (pid_ == 0) {
-        pool_end.reset();
-        Launcher(std::move(launcher_end), pool_process, statuses, initializer).run();
+    if (method == StartMethod::forkserver) {
+        // A clean launcher: a fresh run of the program, which then forks every worker itself.
+        auto [boot, boot_there] = make_socket_pair(SOCK_STREAM);
+        pid_ = spawn_program(Role::launcher, boot_there);
+        std::vector<std::byte> pool_item;
+        std::vector<std::byte> initializer_item;
+        encode(pool_item, static_cast<std::int64_t>(pool_process));
+        encode(initializer_item, initializer != nullptr);
+        std::vector<UniqueFd> fds;
+        fds.push_back(std::move(launcher_end));
+        fds.push_back(statuses->fd().duplicate());
+        SocketLink link(std::move(boot));
+        if (link.send(bootstrap_frame(Role::launcher, {pool_item, initializer_item}, std::move(fds))) &&
+            initializer != nullptr) {
+            link.send(copy_frame(*initializer));
+        }
+    } else {
+        pid_ = fork_child();
+        if (pid_ == 0) {
+            pool_end.reset();
+            run_launcher(std::move(launcher_end), pool_process, std::move(statuses), initializer,
+                         method);
+        }
     }
     control_ = std::move(pool_end);
 }
@@ -205,10 +261,12 @@ std::optional<WorkerLauncher::Event> WorkerLauncher::next_event() {
     return event;
 }
 
-void WorkerLauncher::reap() {
-    if (reaped_) return;
-    detail::reap(pid_, true);
-    reaped_ = true;
+ExitStatus WorkerLauncher::reap() {
+    if (!reaped_) {
+        exit_ = detail::reap(pid_, true).value_or(ExitStatus{});
+        reaped_ = true;
+    }
+    return exit_;
 }
 
 }  // namespace mproc::detail

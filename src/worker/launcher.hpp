@@ -4,17 +4,24 @@
 #include <optional>
 #include <sys/types.h>
 
+#include <memory>
+
 #include "mproc/detail/frame.hpp"
+#include "mproc/detail/shared_region.hpp"
 #include "mproc/detail/worker_status.hpp"
+#include "mproc/start_method.hpp"
 #include "os/process.hpp"
 
 namespace mproc::detail {
 
-// The process that starts a pool's workers. It is forked once, when the pool is made, while
-// the pool has no thread of its own yet; every worker and every replacement is a fork of it.
-// So a worker never inherits a lock that one of the pool's threads held, and every worker
-// starts from the same state. Its children's deaths reach the pool as events with their
-// exit statuses. It ends when told to, or when the pool's process dies.
+// The process that starts a pool's workers, one per pool. Under fork it is forked when the
+// pool is made, while the pool has no thread of its own yet, and every worker is a fork of it:
+// a worker never inherits a lock that one of the pool's threads held, and every worker starts
+// from the same state. Under spawn it is forked the same way but runs each worker as a fresh
+// run of the program. Under forkserver it is itself a fresh run of the program (clean: no
+// thread, no lock, no state of the user's), and forks every worker. Its children's deaths reach
+// the pool as events with their exit statuses. It ends when told to, or when the pool's
+// process dies.
 class WorkerLauncher {
 public:
     struct Event {
@@ -26,9 +33,10 @@ public:
         UniqueFd socket;     // for started: the pool's end of the worker's connection
     };
 
-    // Forks the launcher. statuses points at one WorkerStatus per slot, in memory that the
-    // workers share; initializer, if any, is the frame each new worker runs first.
-    WorkerLauncher(WorkerStatus* statuses, const Frame* initializer);
+    // Starts the launcher. statuses holds one WorkerStatus per slot, shared with the workers;
+    // initializer, if any, is the frame each new worker runs first.
+    WorkerLauncher(StartMethod method, std::shared_ptr<SharedRegion> statuses,
+                   const Frame* initializer);
     // Kills the workers and the launcher if it is still running, and reaps it.
     ~WorkerLauncher();
     WorkerLauncher(const WorkerLauncher&) = delete;
@@ -43,8 +51,8 @@ public:
     void kill_all();
     // The next event, or nullopt when none is waiting. After `gone`, there are no more.
     std::optional<Event> next_event();
-    // Waits for the launcher process to end and reaps it.
-    void reap();
+    // Waits for the launcher process to end, reaps it, and tells how it ended.
+    ExitStatus reap();
 
 private:
     void request(std::uint32_t op, std::uint32_t slot);
@@ -52,6 +60,12 @@ private:
     pid_t pid_ = 0;
     UniqueFd control_;
     bool reaped_ = false;
+    ExitStatus exit_;
 };
+
+// The launcher's life, in the process that serves as one; never returns.
+[[noreturn]] void run_launcher(UniqueFd control, pid_t pool_process,
+                               std::shared_ptr<SharedRegion> statuses, const Frame* initializer,
+                               StartMethod workers_by);
 
 }  // namespace mproc::detail

@@ -39,7 +39,7 @@ Frame run_frame(const Frame& frame, WorkerStatus* status) {
 }
 
 // Runs the initializer; if it threw, tells the pool why and ends the worker.
-void initialize(const Frame& initializer, SocketLink& link) {
+void initialize(const Frame& initializer, Link& link) {
     Frame results = run_frame(initializer, nullptr);
     const auto header = results.header();
     if (header.item_count == 1 && results.payload().size() > sizeof(ItemLength) &&
@@ -55,9 +55,24 @@ void initialize(const Frame& initializer, SocketLink& link) {
 
 }  // namespace
 
-void run_worker(UniqueFd pool_socket, WorkerStatus& status, const Frame* initializer) {
+void refuse_to_serve(Link& pool, int exit_code) noexcept {
+    try {
+        ResultWriter out(0, nullptr);
+        out.error();
+        Frame refusal = out.finish();
+        FrameHeader header = refusal.header();
+        header.kind = static_cast<std::uint16_t>(FrameKind::init_failed);
+        std::memcpy(refusal.bytes.data(), &header, sizeof header);
+        pool.send(std::move(refusal));
+    } catch (...) {
+        // The pool hears of it from the exit code alone.
+    }
+    end_worker(exit_code);
+}
+
+void run_worker(std::unique_ptr<Link> pool, WorkerStatus& status, const Frame* initializer) {
     enable_throw_backtraces();
-    SocketLink link(std::move(pool_socket));
+    Link& link = *pool;
     if (initializer != nullptr) initialize(*initializer, link);
     while (true) {
         std::optional<Frame> frame;

@@ -18,6 +18,9 @@ enum class FrameKind : std::uint16_t {
     result = 2,       // the results of one chunk, in the chunk's order
     stop = 3,         // the worker is to exit
     init_failed = 4,  // the worker's initializer threw; one error item follows
+    request = 5,      // a call on a manager's container
+    response = 6,     // its answer
+    bootstrap = 7,    // what a process started by spawn needs before it can serve
 };
 
 struct FrameHeader {
@@ -60,6 +63,9 @@ struct Frame {
         return std::span(bytes).subspan(sizeof(FrameHeader));
     }
 };
+
+// A frame with the same bytes and duplicates of its descriptors.
+Frame copy_frame(const Frame& frame);
 
 // Builds one frame: the header first, then items appended one by one, each behind its length.
 // A writer makes a single frame: after finish() it is spent.

@@ -118,14 +118,14 @@ struct apply_traits;
 template <class F, class ArgTuple, std::size_t... I>
 struct apply_traits<F, ArgTuple, std::index_sequence<I...>> {
     static constexpr bool callable = std::is_invocable_v<F&, std::tuple_element_t<I, ArgTuple>&&...>;
-    using result = std::invoke_result_t<F&, std::tuple_element_t<I, ArgTuple>&&...>;
+    using result = std::invoke_result<F&, std::tuple_element_t<I, ArgTuple>&&...>;
 };
 
 template <class F, class ArgTuple>
 concept callable_with_tuple = apply_traits<F, ArgTuple>::callable;
 
 template <class F, class ArgTuple>
-using task_result_t = typename apply_traits<F, ArgTuple>::result;
+using task_result_t = typename apply_traits<F, ArgTuple>::result::type;
 
 // Decodes one task's arguments; a call without arguments has an empty item.
 template <class ArgTuple>

@@ -1,0 +1,11 @@
+#pragma once
+
+#include "worker/spawn.hpp"
+
+namespace mproc::detail {
+
+// Serves the role of a process that spawn_program started, reading its bootstrap from
+// channel; ends the process.
+[[noreturn]] void serve_spawned_role(Role role, UniqueFd channel);
+
+}  // namespace mproc::detail
