@@ -275,4 +275,43 @@ TEST(JoinableQueue, TaskDoneMoreOftenThanPutsIsAStateError) {
     EXPECT_THROW(queue.task_done(), mproc::StateError);
 }
 
+// --- The same queue under every start method ---------------------------------------------
+
+void produce(Queue<int> queue, int count) {
+    for (int i = 0; i < count; ++i) queue.put(i);
+}
+
+class QueueAcrossStartMethods : public testing::TestWithParam<mproc::StartMethod> {};
+
+TEST_P(QueueAcrossStartMethods, AProcessGivenTheQueuePutsItemsTheParentGets) {
+    Queue<int> queue;
+    Process producer(mproc::ProcessOptions{.start_method = GetParam()}, produce, queue, 1000);
+    producer.start();
+    long sum = 0;
+    for (int i = 0; i < 1000; ++i) sum += queue.get(60s);
+    ASSERT_TRUE(producer.join(60s));
+    EXPECT_EQ(producer.exitcode(), 0);
+    EXPECT_EQ(sum, 499500);
+}
+
+TEST_P(QueueAcrossStartMethods, PoolWorkersDrainAQueueGivenAsATaskArgument) {
+    mproc::Pool pool(mproc::PoolOptions{.processes = 2, .start_method = GetParam()});
+    Queue<int> queue;
+    for (int i = 1; i <= 100; ++i) queue.put(i);
+    const auto sums = pool.starmap(drain_into_sum, std::vector<std::pair<Queue<int>, int>>{{queue, 50}, {queue, 50}});
+    EXPECT_EQ(sums[0] + sums[1], 5050);
+}
+
+INSTANTIATE_TEST_SUITE_P(StartMethods, QueueAcrossStartMethods,
+                         testing::Values(mproc::StartMethod::fork, mproc::StartMethod::spawn,
+                                         mproc::StartMethod::forkserver),
+                         [](const auto& info) {
+                             switch (info.param) {
+                                 case mproc::StartMethod::fork: return "fork";
+                                 case mproc::StartMethod::spawn: return "spawn";
+                                 case mproc::StartMethod::forkserver: return "forkserver";
+                             }
+                             return "unknown";
+                         });
+
 }  // namespace

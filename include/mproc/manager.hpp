@@ -157,8 +157,10 @@ class DictProxy : public detail::ProxyBase {
     // process that runs the same build as the server (a child of the program that made the
     // manager, or the same binary elsewhere): StateError otherwise.
     template <class F, class... Args>
-    requires detail::update_function_for<F, V, Args...> V update(const K& key, F f,
-                                                                 Args&&... args) {
+    V update(const K& key, F f, Args&&... args) {
+        static_assert(detail::update_function_for<F, V, Args...>,
+                      "mproc: DictProxy<K, V>::update(key, f, args...) needs f(std::optional<V>, "
+                      "args...) or f(V, args...) returning a V");
         detail::require_sendable<F>();
         const auto [entry, function] = detail::update_addresses<V, true, F, Args...>(f);
         detail::ManagerCall request(endpoint(), detail::ManagerOp::dict_update, id(), signature(),
@@ -260,9 +262,10 @@ class ValueProxy : public detail::ProxyBase {
     // Atomically value = f(value, args...); returns the new value. RemoteError when f throws
     // (the value is then unchanged); StateError from a process of another build.
     template <class F, class... Args>
-    requires std::is_invocable_v<F&, T&&, detail::wire_arg_t<Args> &&...>&&
-        std::is_convertible_v<std::invoke_result_t<F&, T&&, detail::wire_arg_t<Args>&&...>, T>
-            T update(F f, Args&&... args) {
+    T update(F f, Args&&... args) {
+        static_assert(detail::update_function_for<F, T, Args...>,
+                      "mproc: ValueProxy<T>::update(f, args...) needs f(T, args...) returning a "
+                      "T");
         detail::require_sendable<F>();
         const auto [entry, function] = detail::update_addresses<T, false, F, Args...>(f);
         detail::ManagerCall request(endpoint(), detail::ManagerOp::value_update, id(), signature(),
