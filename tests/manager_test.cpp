@@ -479,6 +479,23 @@ TEST(ManagerProxies, AProxyTravelsInsideAnotherContainer) {
     EXPECT_EQ(outer.at("inner").at(0), 9);
 }
 
+void set_and_count(DictProxy<std::string, int> d) {
+    d.set("spawned", 1);
+    d.update("n", add_one);
+}
+
+TEST(ManagerProxies, ASpawnedProcessReachesTheDictAndRunsUpdates) {
+    Manager manager;
+    auto d = manager.dict<std::string, int>();
+    Process child(mproc::ProcessOptions{.start_method = mproc::StartMethod::spawn}, set_and_count,
+                  d);
+    child.start();
+    ASSERT_TRUE(child.join(120s));
+    EXPECT_EQ(child.exitcode(), 0);
+    EXPECT_EQ(d.at("spawned"), 1);
+    EXPECT_EQ(d.at("n"), 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // TCP
 

@@ -97,14 +97,7 @@ protected:
 INSTANTIATE_TEST_SUITE_P(StartMethods, PoolTest,
                          testing::Values(mproc::StartMethod::fork, mproc::StartMethod::spawn,
                                          mproc::StartMethod::forkserver),
-                         [](const auto& info) {
-                             switch (info.param) {
-                                 case mproc::StartMethod::fork: return "fork";
-                                 case mproc::StartMethod::spawn: return "spawn";
-                                 case mproc::StartMethod::forkserver: return "forkserver";
-                             }
-                             return "unknown";
-                         });
+                         mproc::testing::StartMethodName());
 
 TEST_P(PoolTest, MapReturnsResultsInInputOrder) {
     mproc::Pool pool(options(2));

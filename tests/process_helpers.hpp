@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "mproc/start_method.hpp"
+
 namespace mproc::testing {
 
 inline std::size_t open_descriptor_count() {
@@ -44,5 +46,18 @@ inline std::vector<pid_t> child_pids() {
     ::closedir(dir);
     return children;
 }
+
+// Names the instances of a test parameterised by start method: PoolTest.Map/spawn.
+struct StartMethodName {
+    template <class ParamInfo>
+    std::string operator()(const ParamInfo& info) const {
+        switch (info.param) {
+            case StartMethod::fork: return "fork";
+            case StartMethod::spawn: return "spawn";
+            case StartMethod::forkserver: return "forkserver";
+        }
+        return "unknown";
+    }
+};
 
 }  // namespace mproc::testing

@@ -305,13 +305,6 @@ TEST_P(QueueAcrossStartMethods, PoolWorkersDrainAQueueGivenAsATaskArgument) {
 INSTANTIATE_TEST_SUITE_P(StartMethods, QueueAcrossStartMethods,
                          testing::Values(mproc::StartMethod::fork, mproc::StartMethod::spawn,
                                          mproc::StartMethod::forkserver),
-                         [](const auto& info) {
-                             switch (info.param) {
-                                 case mproc::StartMethod::fork: return "fork";
-                                 case mproc::StartMethod::spawn: return "spawn";
-                                 case mproc::StartMethod::forkserver: return "forkserver";
-                             }
-                             return "unknown";
-                         });
+                         mproc::testing::StartMethodName());
 
 }  // namespace

@@ -46,6 +46,7 @@ TEST(StartMethod, SetStartMethodChangesGetStartMethod) {
 #include "mproc/pool.hpp"
 #include "mproc/process.hpp"
 #include "mproc/shared_memory.hpp"
+#include "process_helpers.hpp"
 #include "worker/spawn.hpp"
 
 namespace {
@@ -178,8 +179,6 @@ TEST_P(ThreadedProgram, PoolsComeAndGoWhileOtherThreadsHoldLocksAndAllocate) {
 
 INSTANTIATE_TEST_SUITE_P(StartMethods, ThreadedProgram,
                          testing::Values(StartMethod::fork, StartMethod::forkserver),
-                         [](const auto& info) {
-                             return info.param == StartMethod::fork ? "fork" : "forkserver";
-                         });
+                         mproc::testing::StartMethodName());
 
 }  // namespace

@@ -1,8 +1,6 @@
 #include "worker/spawn.hpp"
 
 #include <fcntl.h>
-#include <sys/prctl.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -19,6 +17,7 @@
 #include "mproc/errors.hpp"
 #include "mproc/init.hpp"
 #include "os/build_id.hpp"
+#include "os/process.hpp"
 #include "os/system_error.hpp"
 
 extern char** environ;
@@ -116,13 +115,8 @@ pid_t spawn_program(Role role, const UniqueFd& channel) {
     envp.push_back(const_cast<char*>(channel_setting.c_str()));
     envp.push_back(nullptr);
 
-    std::fflush(nullptr);
-    const pid_t parent = ::getpid();
-    const pid_t pid = ::fork();
-    if (pid < 0) throw_system_error("fork");
+    const pid_t pid = fork_child();
     if (pid == 0) {
-        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (::getppid() != parent) ::_exit(1);
         ::fcntl(channel.get(), F_SETFD, 0);  // the one descriptor the new program keeps
         ::execve("/proc/self/exe", argv.data(), envp.data());
         ::_exit(127);
