@@ -676,4 +676,22 @@ TEST(ManagerRobustness, ManyConnectionsFromManyThreadsAreAllServed) {
     EXPECT_EQ(d.size(), 16u * 20u);
 }
 
+// --- The same manager from workers of every start method --------------------------------
+
+class ManagerAcrossStartMethods : public testing::TestWithParam<mproc::StartMethod> {};
+
+TEST_P(ManagerAcrossStartMethods, PoolWorkersUpdateOneDictWithoutLosingAnIncrement) {
+    Manager manager;
+    auto counts = manager.dict<std::string, int>();
+    mproc::Pool pool(mproc::PoolOptions{.processes = 2, .start_method = GetParam()});
+    pool.starmap(increment_many,
+                 std::vector<std::tuple<DictProxy<std::string, int>, int>>(4, {counts, 100}), 1);
+    EXPECT_EQ(counts.at("hits"), 400);
+}
+
+INSTANTIATE_TEST_SUITE_P(StartMethods, ManagerAcrossStartMethods,
+                         testing::Values(mproc::StartMethod::fork, mproc::StartMethod::spawn,
+                                         mproc::StartMethod::forkserver),
+                         mproc::testing::StartMethodName());
+
 }  // namespace
