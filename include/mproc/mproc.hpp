@@ -10,6 +10,7 @@
 #include "mproc/pipe.hpp"
 #include "mproc/pool.hpp"
 #include "mproc/process.hpp"
+#include "mproc/progress.hpp"
 #include "mproc/queue.hpp"
 #include "mproc/resources.hpp"
 #include "mproc/shared_memory.hpp"

@@ -32,8 +32,8 @@ struct ProgressOptions {
     std::optional<std::chrono::milliseconds> plain_every = std::nullopt;
     // Draw the bar, 80 columns wide, even where fd is not a terminal.
     bool force = false;
-    // Block characters (█░) or ASCII (#-). Unset: block characters when the first of LC_ALL,
-    // LC_CTYPE and LANG that is set names UTF-8, as a terminal that can show them says.
+    // Block characters (█░) or ASCII (#-). Unset: block characters when the locale is UTF-8
+    // (the first of LC_ALL, LC_CTYPE and LANG that is set names it).
     std::optional<bool> unicode = std::nullopt;
 };
 
@@ -41,7 +41,7 @@ struct ProgressOptions {
 // the end. On a terminal it draws at once, redraws at most ten times a second (advance only
 // looks at the clock otherwise), and its width follows the terminal's, up to 100 columns.
 class ProgressBar {
-public:
+  public:
     // Starts the clock. total: the number of items, or nullopt when it is not known (the bar
     // then shows a count and a rate). Never throws for a bad fd: the bar is then silent.
     explicit ProgressBar(std::optional<std::size_t> total, ProgressOptions options = {});
@@ -64,7 +64,7 @@ public:
     // The items counted so far.
     std::size_t count() const noexcept;
 
-private:
+  private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };
@@ -74,11 +74,11 @@ private:
 // begin() and finishes when the iterator reaches the end, or else when the view is destroyed:
 // after a break, or when an element or the loop's body throws, the line is still ended.
 template <std::ranges::input_range V>
-    requires std::ranges::view<V>
+requires std::ranges::view<V>
 class ProgressRange : public std::ranges::view_interface<ProgressRange<V>> {
-public:
+  public:
     class iterator {
-    public:
+      public:
         using value_type = std::ranges::range_value_t<V>;
         using difference_type = std::ranges::range_difference_t<V>;
 
@@ -102,7 +102,7 @@ public:
             return it.current_ == it.end_;
         }
 
-    private:
+      private:
         friend class ProgressRange;
         iterator(std::ranges::iterator_t<V> current, std::ranges::sentinel_t<V> end,
                  ProgressBar* bar)
@@ -131,18 +131,12 @@ public:
         return iterator(std::move(first), std::move(last), &*bar_);
     }
     std::default_sentinel_t end() const noexcept { return {}; }
-    auto size() const
-        requires std::ranges::sized_range<const V>
-    {
+    auto size() const requires std::ranges::sized_range<const V> {
         return std::ranges::size(base_);
     }
-    auto size()
-        requires std::ranges::sized_range<V>
-    {
-        return std::ranges::size(base_);
-    }
+    auto size() requires std::ranges::sized_range<V> { return std::ranges::size(base_); }
 
-private:
+  private:
     V base_;
     std::optional<std::size_t> total_;
     ProgressOptions options_;
@@ -155,7 +149,7 @@ private:
 // (the ImapRange that pool.imap returns) is moved into the view; an lvalue is referred to and
 // must outlive it.
 template <std::ranges::viewable_range R>
-    requires std::ranges::input_range<R>
+requires std::ranges::input_range<R>
 auto progress(R&& range, ProgressOptions options = {}) {
     return ProgressRange<std::views::all_t<R>>(std::views::all(std::forward<R>(range)),
                                                std::nullopt, std::move(options));
@@ -164,7 +158,7 @@ auto progress(R&& range, ProgressOptions options = {}) {
 // As above, with the total given: for a range that cannot tell its size, or to count only
 // part of one. Iterating past the total is allowed; the bar then stays at 100%.
 template <std::ranges::viewable_range R>
-    requires std::ranges::input_range<R>
+requires std::ranges::input_range<R>
 auto progress(R&& range, std::size_t total, ProgressOptions options = {}) {
     return ProgressRange<std::views::all_t<R>>(std::views::all(std::forward<R>(range)), total,
                                                std::move(options));

@@ -17,7 +17,9 @@ constexpr std::string_view kUnicodeEmpty = "\u2591";   // ░
 constexpr std::string_view kAsciiFilled = "#";
 constexpr std::string_view kAsciiEmpty = "-";
 
-bool is_continuation_byte(char c) { return (static_cast<unsigned char>(c) & 0xC0) == 0x80; }
+bool is_continuation_byte(char c) {
+    return (static_cast<unsigned char>(c) & 0xC0) == 0x80;
+}
 
 std::string pad_left(const std::string& text, std::size_t width) {
     return text.size() >= width ? text : std::string(width - text.size(), ' ') + text;
@@ -90,10 +92,9 @@ std::string bar_cells(const ProgressSnapshot& s, std::size_t cells, bool unicode
 
 // Without allocating: the environment is read where nothing may throw.
 bool contains_ignoring_case(std::string_view text, std::string_view lower_needle) {
-    const auto it = std::search(text.begin(), text.end(), lower_needle.begin(), lower_needle.end(),
-                                [](char a, char b) {
-                                    return std::tolower(static_cast<unsigned char>(a)) == b;
-                                });
+    const auto it = std::search(
+        text.begin(), text.end(), lower_needle.begin(), lower_needle.end(),
+        [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == b; });
     return it != text.end();
 }
 
@@ -136,8 +137,8 @@ std::string format_bar_line(const ProgressSnapshot& snapshot, std::string_view l
         // " |" and "|" frame the bar.
         const std::size_t fixed = display_width(sides.left) + 3 + display_width(sides.right);
         if (width >= fixed + kMinBarCells) {
-            line = sides.left + " |" + bar_cells(snapshot, width - fixed, unicode) + "|" +
-                   sides.right;
+            line =
+                sides.left + " |" + bar_cells(snapshot, width - fixed, unicode) + "|" + sides.right;
         } else {
             line = sides.left + sides.right;
         }

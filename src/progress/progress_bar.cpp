@@ -90,7 +90,9 @@ struct ProgressBar::Impl {
 ProgressBar::ProgressBar(std::optional<std::size_t> total, ProgressOptions options)
     : impl_(std::make_unique<Impl>(total, std::move(options))) {}
 
-ProgressBar::~ProgressBar() { finish(); }
+ProgressBar::~ProgressBar() {
+    finish();
+}
 
 ProgressBar::ProgressBar(ProgressBar&&) noexcept = default;
 

@@ -10,7 +10,9 @@
 
 namespace mproc::detail {
 
-bool is_terminal(int fd) noexcept { return fd >= 0 && ::isatty(fd) == 1; }
+bool is_terminal(int fd) noexcept {
+    return fd >= 0 && ::isatty(fd) == 1;
+}
 
 std::optional<std::size_t> terminal_columns(int fd) noexcept {
     winsize size{};
