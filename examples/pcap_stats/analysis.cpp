@@ -6,6 +6,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <utility>
 
 namespace pcapstats {
@@ -36,11 +37,12 @@ void Moments::merge(const Moments& b) noexcept {
     const double nn = na + nb;
     const double delta = b.mean - mean;
     const double d2 = delta * delta, d3 = d2 * delta, d4 = d2 * d2;
-    const double new_m4 = m4 + b.m4 + d4 * na * nb * (na * na - na * nb + nb * nb) / (nn * nn * nn) +
+    const double new_m4 = m4 + b.m4 +
+                          d4 * na * nb * (na * na - na * nb + nb * nb) / (nn * nn * nn) +
                           6 * d2 * (na * na * b.m2 + nb * nb * m2) / (nn * nn) +
                           4 * delta * (na * b.m3 - nb * m3) / nn;
-    const double new_m3 = m3 + b.m3 + d3 * na * nb * (na - nb) / (nn * nn) +
-                          3 * delta * (na * b.m2 - nb * m2) / nn;
+    const double new_m3 =
+        m3 + b.m3 + d3 * na * nb * (na - nb) / (nn * nn) + 3 * delta * (na * b.m2 - nb * m2) / nn;
     m2 = m2 + b.m2 + d2 * na * nb / nn;
     m3 = new_m3;
     m4 = new_m4;
@@ -124,8 +126,9 @@ double normalised_entropy(const AddressCounts& counts, std::uint64_t total) {
 double frequency_moment_f2(const AddressCounts& counts, std::uint64_t total) {
     if (total == 0) return 0.0;
     // Exact in integers (a sum of squares of counts fits 128 bits), one rounding at the end.
-    unsigned __int128 sum = 0;
-    for (const auto& [address, count] : counts) sum += static_cast<unsigned __int128>(count) * count;
+    __extension__ using Wide = unsigned __int128;
+    Wide sum = 0;
+    for (const auto& [address, count] : counts) sum += static_cast<Wide>(count) * count;
     const double t = static_cast<double>(total);
     return static_cast<double>(sum) / (t * t);
 }
@@ -238,7 +241,7 @@ std::int64_t floor_div(std::int64_t a, std::int64_t b) noexcept {
 
 // The per-range engine: windows open while packets may still reach them, rows once not.
 class RangeAnalyser {
-public:
+  public:
     RangeAnalyser(const RangeTask& task, RangeResult& result)
         : task_(task), result_(result), first_range_(task.begin <= kFileHeaderBytes) {}
 
@@ -316,7 +319,7 @@ public:
         open_.clear();
     }
 
-private:
+  private:
     WindowState& window(std::int64_t w) {
         if (w == current_index_ && current_ != nullptr) return *current_;
         current_ = &open_[w];
@@ -331,8 +334,8 @@ private:
         const std::int64_t limit = max_window_ - 1;
         auto it = pinned_ ? open_.upper_bound(pin_) : open_.begin();
         while (it != open_.end() && it->first < limit) {
-            result_.rows.push_back(make_row(it->second, it->first,
-                                            result_.first_ts_ns + it->first * task_.window_ns));
+            result_.rows.push_back(
+                make_row(it->second, it->first, result_.first_ts_ns + it->first * task_.window_ns));
             result_.closed_total.merge(it->second);
             if (current_ == &it->second) current_ = nullptr;
             it = open_.erase(it);
@@ -364,81 +367,136 @@ RangeResult analyse_range(RangeTask task) {
     result.window_ns = task.window_ns;
     result.begin = task.begin;
     result.end = task.end;
+    std::unique_ptr<CaptureReader> reader;
     try {
-        CaptureReader reader(task.path, task.begin);
+        reader = std::make_unique<CaptureReader>(task.path, task.begin);
         RangeAnalyser analyser(task, result);
-        const std::uint32_t linktype = reader.format().linktype;
-        const bool swapped = reader.format().swapped;
+        const std::uint32_t linktype = reader->format().linktype;
+        const bool swapped = reader->format().swapped;
         Record record;
-        while (reader.offset() < task.end && reader.next(record)) {
+        while (reader->offset() < task.end && reader->next(record)) {
             ++result.frames;
             analyser.packet(record, linktype, swapped);
         }
         analyser.finish();
-        result.end_offset = reader.offset();
+        result.end_offset = reader->offset();
     } catch (const CaptureError& e) {
         result.error = e.what();
+        if (reader) {
+            std::string compression = reader->compression_error();
+            if (!compression.empty()) result.error = std::move(compression);
+        }
     } catch (const std::bad_alloc&) {
         result.error = "out of memory while analysing it";
+    }
+    if (!result.error.empty()) {
+        result.rows.clear();
+        result.open.clear();
+        result.closed_total = {};
     }
     return result;
 }
 
 // ---- Merging -------------------------------------------------------------------------------
 
-std::optional<FileReport> merge_ranges(const std::string& path, std::vector<RangeResult> results) {
-    FileReport report;
-    report.path = path;
-    std::sort(results.begin(), results.end(), [](const RangeResult& a, const RangeResult& b) {
-        return a.range_index < b.range_index;
-    });
-    for (const RangeResult& r : results) {
-        if (!r.error.empty()) {
-            report.error = r.error;
-            return report;
-        }
-    }
-    if (results.empty()) {
-        report.error = "no result";
-        return report;
-    }
-    // The reader of a range stops at the first record at or past its end: a boundary guessed
-    // right is exactly where a record starts, and the next range begins there.
-    for (std::size_t i = 0; i + 1 < results.size(); ++i) {
-        if (results[i].end_offset != results[i].end || results[i + 1].begin != results[i].end)
-            return std::nullopt;
-    }
-    const std::int64_t origin = results.front().first_ts_ns;
-    const std::int64_t window_ns = results.front().window_ns;
-    std::map<std::int64_t, WindowState> pending;
+struct FileMerger::Pending {
+    std::map<std::uint32_t, RangeResult> early;  // arrived before the ranges ahead of them
+    std::map<std::int64_t, WindowState> open;    // windows that ranges share, or may share
     std::vector<WindowRow> rows;
     WindowState total;
+    std::optional<RangeResult> previous;  // the last range taken in, without its data
     std::optional<std::int64_t> previous_ipv4;
-    for (RangeResult& r : results) {
-        for (auto& [w, state] : r.open) pending[w].merge(state);
-        // The inter-arrival time across the boundary, to the window of the range's first IPv4
-        // packet, which that range left open for this.
-        if (r.has_ipv4 && previous_ipv4) {
-            pending[r.first_ipv4_window].iat.add(
-                static_cast<double>(r.first_ipv4_ns - *previous_ipv4) * 1e-9);
+};
+
+FileMerger::FileMerger(std::string path, std::uint32_t range_count)
+    : path_(std::move(path)), range_count_(range_count), pending_(std::make_unique<Pending>()) {}
+FileMerger::~FileMerger() = default;
+FileMerger::FileMerger(FileMerger&&) noexcept = default;
+FileMerger& FileMerger::operator=(FileMerger&&) noexcept = default;
+
+void FileMerger::add(RangeResult result) {
+    ++received_;
+    if (!error_.empty() || !fits_) return;
+    if (!result.error.empty()) {
+        error_ = std::move(result.error);
+        pending_ = std::make_unique<Pending>();
+        return;
+    }
+    const std::uint32_t index = result.range_index;
+    pending_->early.emplace(index, std::move(result));
+    // Ranges are taken in order: the inter-arrival time across a boundary needs the range
+    // before, and a window can be closed only once every range that may reach it is in.
+    for (auto it = pending_->early.find(next_); it != pending_->early.end();
+         it = pending_->early.find(next_)) {
+        take(it->second);
+        pending_->early.erase(it);
+        ++next_;
+        if (!fits_) return;
+    }
+}
+
+void FileMerger::take(RangeResult& r) {
+    Pending& p = *pending_;
+    if (p.previous) {
+        // The reader of a range stops at the first record at or past its end: a boundary
+        // guessed right is exactly where a record starts, and the next range begins there.
+        if (p.previous->end_offset != p.previous->end || r.begin != p.previous->end) {
+            fits_ = false;
+            return;
         }
-        if (r.has_ipv4) previous_ipv4 = r.last_ipv4_ns;
-        rows.insert(rows.end(), r.rows.begin(), r.rows.end());
-        total.merge(r.closed_total);
-        r.rows.clear();
-        r.open.clear();
-        r.closed_total = {};
+    } else {
+        origin_ = r.first_ts_ns;
+        window_ns_ = r.window_ns;
     }
-    for (auto& [w, state] : pending) {
-        rows.push_back(make_row(state, w, 0));
-        total.merge(state);
+    std::int64_t newest = INT64_MIN;
+    for (auto& [w, state] : r.open) {
+        p.open[w].merge(state);
+        newest = std::max(newest, w);
     }
-    pending.clear();
-    std::sort(rows.begin(), rows.end(),
+    // The inter-arrival time across the boundary goes to the window of the range's first IPv4
+    // packet, which that range left open for this.
+    if (r.has_ipv4 && p.previous_ipv4) {
+        p.open[r.first_ipv4_window].iat.add(
+            static_cast<double>(r.first_ipv4_ns - *p.previous_ipv4) * 1e-9);
+    }
+    if (r.has_ipv4) p.previous_ipv4 = r.last_ipv4_ns;
+    for (const WindowRow& row : r.rows) newest = std::max(newest, row.window);
+    p.rows.insert(p.rows.end(), r.rows.begin(), r.rows.end());
+    p.total.merge(r.closed_total);
+    // Later ranges start no earlier than one window before this one's newest (timestamps out
+    // of order by more do not fit, and finish() finds that): older windows are complete.
+    if (newest != INT64_MIN) close_before(newest - 1);
+    r.rows = {};
+    r.open.clear();
+    r.closed_total = {};
+    p.previous = std::move(r);
+}
+
+void FileMerger::close_before(std::int64_t window) {
+    Pending& p = *pending_;
+    for (auto it = p.open.begin(); it != p.open.end() && it->first < window;) {
+        p.rows.push_back(make_row(it->second, it->first, 0));
+        p.total.merge(it->second);
+        it = p.open.erase(it);
+    }
+}
+
+std::optional<FileReport> FileMerger::finish() {
+    FileReport report;
+    report.path = path_;
+    if (!error_.empty()) {
+        report.error = error_;
+        return report;
+    }
+    if (!fits_ || next_ != range_count_) return std::nullopt;
+    close_before(INT64_MAX);
+    Pending& p = *pending_;
+    std::sort(p.rows.begin(), p.rows.end(),
               [](const WindowRow& a, const WindowRow& b) { return a.window < b.window; });
     // Windows with no packet at all still get their (empty) row, as tshark's io,stat does.
     std::vector<WindowRow> filled;
-    for (const WindowRow& row : rows) {
+    filled.reserve(p.rows.size());
+    for (const WindowRow& row : p.rows) {
         if (!filled.empty()) {
             if (row.window == filled.back().window) return std::nullopt;  // closed twice
             for (std::int64_t w = filled.back().window + 1; w < row.window; ++w) {
@@ -449,10 +507,17 @@ std::optional<FileReport> merge_ranges(const std::string& path, std::vector<Rang
         }
         filled.push_back(row);
     }
-    for (WindowRow& row : filled) row.start_ns = origin + row.window * window_ns;
+    for (WindowRow& row : filled) row.start_ns = origin_ + row.window * window_ns_;
     report.rows = std::move(filled);
-    report.total = make_row(total, kTotalWindow, origin);
+    report.total = make_row(p.total, kTotalWindow, origin_);
+    pending_ = std::make_unique<Pending>();
     return report;
+}
+
+std::optional<FileReport> merge_ranges(const std::string& path, std::vector<RangeResult> results) {
+    FileMerger merger(path, static_cast<std::uint32_t>(results.size()));
+    for (RangeResult& r : results) merger.add(std::move(r));
+    return merger.finish();
 }
 
 // ---- Planning ------------------------------------------------------------------------------
@@ -465,18 +530,19 @@ std::vector<RangeTask> plan_tasks(const std::vector<std::string>& paths,
         whole.path = paths[i];
         whole.file_index = static_cast<std::uint32_t>(i);
         whole.window_ns = options.window_ns;
-        struct stat st{};
-        if (::stat(paths[i].c_str(), &st) == 0) whole.bytes = static_cast<std::uint64_t>(st.st_size);
+        struct stat st {};
+        if (::stat(paths[i].c_str(), &st) == 0)
+            whole.bytes = static_cast<std::uint64_t>(st.st_size);
         std::vector<RangeTask> ranges;
         try {
             if (S_ISREG(st.st_mode) && whole.bytes > options.range_bytes &&
                 !is_gzip_file(paths[i])) {
-                CaptureReader reader(paths[i]);
+                CaptureReader reader(paths[i], 0, 4096);  // only the first record
                 Record first;
                 if (reader.next(first)) {
                     std::vector<std::uint64_t> offsets;
-                    for (std::uint64_t o = options.range_bytes; o + options.range_bytes / 2 < whole.bytes;
-                         o += options.range_bytes)
+                    for (std::uint64_t o = options.range_bytes;
+                         o + options.range_bytes / 2 < whole.bytes; o += options.range_bytes)
                         offsets.push_back(o);
                     std::vector<std::uint64_t> bounds =
                         find_record_boundaries(paths[i], reader.format(), first.ts_ns, offsets);

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -57,8 +58,8 @@ using AddressCounts = std::unordered_map<std::uint32_t, std::uint64_t>;
 
 // Everything a window (or a whole file) needs to give its row, in a form that merges.
 struct WindowState {
-    std::uint64_t packets = 0;  // IPv4 packets
-    std::uint64_t bytes = 0;    // sum of IPv4 total length
+    std::uint64_t packets = 0;       // IPv4 packets
+    std::uint64_t bytes = 0;         // sum of IPv4 total length
     std::uint64_t other_frames = 0;  // frames that are not IPv4 (IPv6, ARP, ...)
     std::uint64_t icmp = 0, tcp = 0, udp = 0, syn = 0, fin = 0;
     AddressCounts src, dst;
@@ -128,7 +129,7 @@ struct RangeTask {
 struct RangeResult {
     std::uint32_t file_index = 0;
     std::uint32_t range_index = 0;
-    std::string error;          // not empty: the capture is unusable, this says why
+    std::string error;                          // not empty: the capture is unusable, this says why
     std::uint64_t begin = 0, end = UINT64_MAX;  // the task's
     std::int64_t window_ns = 0;
     std::uint64_t end_offset = 0;  // where reading stopped: must be the next range's begin
@@ -143,8 +144,8 @@ struct RangeResult {
 
     template <class Archive>
     void serialize(Archive& ar) {
-        ar(file_index, range_index, error, begin, end, window_ns, end_offset, frames, first_ts_ns, has_ipv4,
-           first_ipv4_ns, last_ipv4_ns, first_ipv4_window, rows, closed_total, open);
+        ar(file_index, range_index, error, begin, end, window_ns, end_offset, frames, first_ts_ns,
+           has_ipv4, first_ipv4_ns, last_ipv4_ns, first_ipv4_window, rows, closed_total, open);
     }
 };
 
@@ -154,9 +155,42 @@ RangeResult analyse_range(RangeTask task);
 // The result for one input file.
 struct FileReport {
     std::string path;
-    std::string error;  // not empty: the file was skipped, this says why
+    std::string error;            // not empty: the file was skipped, this says why
     std::vector<WindowRow> rows;  // every window from the first to the last, in order
     WindowRow total;              // window == kTotalWindow
+};
+
+// Merges the results of one file's ranges as they arrive, in any order, into its report.
+// Memory stays small: results are taken in range order (one that arrives early waits), and a
+// window is closed into its row as soon as no later range can reach it.
+class FileMerger {
+  public:
+    FileMerger(std::string path, std::uint32_t range_count);
+    ~FileMerger();
+    FileMerger(FileMerger&&) noexcept;
+    FileMerger& operator=(FileMerger&&) noexcept;
+
+    void add(RangeResult result);
+    // True once every range has been added.
+    bool complete() const noexcept { return received_ == range_count_; }
+    // The report (with `error` set if a range failed), or nullopt when the ranges do not fit
+    // together: analyse the file whole instead. Call once, after complete().
+    std::optional<FileReport> finish();
+
+  private:
+    struct Pending;
+    void take(RangeResult& result);
+    void close_before(std::int64_t window);
+
+    std::string path_;
+    std::uint32_t range_count_;
+    std::uint32_t received_ = 0;
+    std::uint32_t next_ = 0;
+    bool fits_ = true;
+    std::string error_;
+    std::int64_t origin_ = 0;
+    std::int64_t window_ns_ = 0;
+    std::unique_ptr<Pending> pending_;
 };
 
 // Merges the results of one file's ranges (all of them, any order) into its report. Returns

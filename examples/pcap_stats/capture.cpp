@@ -16,7 +16,6 @@ namespace {
 constexpr std::uint32_t kMagicMicro = 0xa1b2c3d4;
 constexpr std::uint32_t kMagicNano = 0xa1b23c4d;
 constexpr std::uint32_t kMagicPcapng = 0x0a0d0d0a;
-constexpr std::size_t kBufferBytes = 1 << 20;
 
 std::uint32_t load32(const std::uint8_t* p, bool swapped) noexcept {
     std::uint32_t v;
@@ -24,7 +23,9 @@ std::uint32_t load32(const std::uint8_t* p, bool swapped) noexcept {
     return swapped ? __builtin_bswap32(v) : v;
 }
 
-std::string errno_text(int error) { return std::strerror(error); }
+std::string errno_text(int error) {
+    return std::strerror(error);
+}
 
 // A record header decoded, before its bytes are looked at.
 struct RecordHeader {
@@ -90,7 +91,7 @@ CaptureFormat parse_file_header(std::span<const std::uint8_t> bytes) {
 
 // Where the reader's bytes come from: a descriptor, or zlib over one.
 class CaptureReader::Source {
-public:
+  public:
     virtual ~Source() = default;
     // Up to n bytes; 0 at the end. Throws CaptureError on a read or decompression error.
     virtual std::size_t read(std::uint8_t* out, std::size_t n) = 0;
@@ -99,7 +100,7 @@ public:
 namespace {
 
 class PlainSource final : public CaptureReader::Source {
-public:
+  public:
     explicit PlainSource(int fd) : fd_(fd) {}
     ~PlainSource() override { ::close(fd_); }
     std::size_t read(std::uint8_t* out, std::size_t n) override {
@@ -114,12 +115,22 @@ public:
             throw CaptureError("cannot seek: " + errno_text(errno));
     }
 
-private:
+  private:
     int fd_;
 };
 
+// zlib names a stream opened from a descriptor "<fd:N>"; the user knows the file's name.
+std::string without_fd_name(const char* message) {
+    std::string text = message;
+    if (text.rfind("<fd:", 0) == 0) {
+        const auto colon = text.find(": ");
+        if (colon != std::string::npos) text.erase(0, colon + 2);
+    }
+    return text;
+}
+
 class GzipSource final : public CaptureReader::Source {
-public:
+  public:
     explicit GzipSource(int fd) : file_(gzdopen(fd, "rb")) {
         if (file_ == nullptr) {
             ::close(fd);
@@ -129,25 +140,26 @@ public:
     }
     ~GzipSource() override { gzclose(file_); }
     std::size_t read(std::uint8_t* out, std::size_t n) override {
-        const int got = gzread(file_, out, static_cast<unsigned>(std::min<std::size_t>(n, 1 << 30)));
+        const int got =
+            gzread(file_, out, static_cast<unsigned>(std::min<std::size_t>(n, 1 << 30)));
         int error = Z_OK;
         const char* message = gzerror(file_, &error);
         // A stream cut short reads as a short end with Z_BUF_ERROR set, not always as -1.
         if (got < 0 || (error != Z_OK && error != Z_STREAM_END)) {
             if (error == Z_ERRNO) throw CaptureError("cannot read: " + errno_text(errno));
-            throw CaptureError(std::string("corrupt gzip stream: ") + message);
+            throw CaptureError("corrupt gzip stream: " + without_fd_name(message));
         }
         return static_cast<std::size_t>(got);
     }
 
-private:
+  private:
     gzFile file_;
 };
 
 int open_readable(const std::string& path) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) throw CaptureError("cannot open: " + errno_text(errno));
-    struct stat st{};
+    struct stat st {};
     if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
         ::close(fd);
         throw CaptureError("cannot read: it is a directory");
@@ -177,8 +189,8 @@ bool is_gzip_file(const std::string& path) {
     return gzip;
 }
 
-CaptureReader::CaptureReader(const std::string& path, std::uint64_t begin)
-    : path_(path), buffer_(kBufferBytes) {
+CaptureReader::CaptureReader(const std::string& path, std::uint64_t begin, std::size_t buffer_bytes)
+    : path_(path), buffer_(std::max<std::size_t>(buffer_bytes, kFileHeaderBytes)) {
     const int fd = open_readable(path);
     try {
         compressed_ = starts_with_gzip_magic(fd);
@@ -204,6 +216,17 @@ CaptureReader::CaptureReader(const std::string& path, std::uint64_t begin)
 }
 
 CaptureReader::~CaptureReader() = default;
+
+std::string CaptureReader::compression_error() noexcept {
+    if (!compressed_) return {};
+    try {
+        while (source_->read(buffer_.data(), buffer_.size()) > 0) {
+        }
+    } catch (const CaptureError& e) {
+        return e.what();
+    }
+    return {};
+}
 
 bool CaptureReader::fill(std::size_t bytes) {
     if (end_ - pos_ >= bytes) return true;
@@ -252,13 +275,13 @@ std::vector<std::uint64_t> find_record_boundaries(const std::string& path,
                                                   std::int64_t first_ts_ns,
                                                   const std::vector<std::uint64_t>& offsets) {
     const int fd = open_readable(path);
-    struct stat st{};
+    struct stat st {};
     if (::fstat(fd, &st) != 0) {
         ::close(fd);
         throw CaptureError("cannot stat: " + errno_text(errno));
     }
     const auto size = static_cast<std::uint64_t>(st.st_size);
-    constexpr std::size_t kWindow = 1 << 20;
+    constexpr std::size_t kWindow = 1 << 16;
     constexpr int kChain = 8;
     std::vector<std::uint8_t> window(kWindow);
     std::vector<std::uint64_t> found;

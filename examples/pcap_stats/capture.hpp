@@ -18,14 +18,14 @@ namespace pcapstats {
 
 // Whatever makes a capture unusable: the message says what and where, for the user.
 class CaptureError : public std::runtime_error {
-public:
+  public:
     using std::runtime_error::runtime_error;
 };
 
 // What the 24-byte file header says.
 struct CaptureFormat {
-    bool swapped = false;      // written on a host of the other byte order
-    bool nanosecond = false;   // timestamps' second fraction is in ns (magic 0xa1b23c4d)
+    bool swapped = false;     // written on a host of the other byte order
+    bool nanosecond = false;  // timestamps' second fraction is in ns (magic 0xa1b23c4d)
     std::uint32_t snaplen = 0;
     std::uint32_t linktype = 0;
 };
@@ -49,10 +49,12 @@ CaptureFormat parse_file_header(std::span<const std::uint8_t> bytes);
 // stop at a byte offset; gzip files (recognised by their magic, whatever their name) are read
 // whole. Memory is one buffer, whatever the capture's size.
 class CaptureReader {
-public:
+  public:
     // Opens `path` and reads its file header; then positions at `begin` (a record boundary
-    // past the header, or 0 for the first record). Throws CaptureError.
-    explicit CaptureReader(const std::string& path, std::uint64_t begin = 0);
+    // past the header, or 0 for the first record). buffer_bytes is how much it reads at a time
+    // (it grows for a larger record). Throws CaptureError.
+    explicit CaptureReader(const std::string& path, std::uint64_t begin = 0,
+                           std::size_t buffer_bytes = 1 << 20);
     ~CaptureReader();
     CaptureReader(const CaptureReader&) = delete;
     CaptureReader& operator=(const CaptureReader&) = delete;
@@ -67,8 +69,15 @@ public:
     // call.
     bool next(Record& record);
 
-private:
+    // After a record could not be parsed in a gzip capture: reads the rest of the stream, and
+    // returns the decompressor's error if it finds one (bad data often inflates to garbage
+    // before the stream's check fails), else "". Always "" for a plain capture.
+    std::string compression_error() noexcept;
+
+    // Where the bytes come from (a descriptor, or zlib over one); defined in capture.cpp.
     class Source;
+
+  private:
     // Makes at least `bytes` bytes available from buffer_[pos_]; false if the source ends first.
     bool fill(std::size_t bytes);
 
