@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <exception>
@@ -27,6 +28,7 @@ public:
             if (ready_) return;
             value_.emplace(std::forward<V>(value)...);
             ready_ = true;
+            settled_.store(true, std::memory_order_release);
         }
         ready_cv_.notify_all();
     }
@@ -36,11 +38,19 @@ public:
             if (ready_) return;
             error_ = std::move(error);
             ready_ = true;
+            settled_.store(true, std::memory_order_release);
         }
         ready_cv_.notify_all();
     }
 
     void wait() {
+        // A quick task's result often comes within microseconds: watching for it a little
+        // first spares the waiter a sleep and the collector a wake-up.
+        constexpr auto spin_for = std::chrono::microseconds(30);
+        const auto until = std::chrono::steady_clock::now() + spin_for;
+        for (int i = 1; !settled_.load(std::memory_order_acquire); ++i) {
+            if (i % 64 == 0 && std::chrono::steady_clock::now() > until) break;
+        }
         std::unique_lock lock(mutex_);
         ready_cv_.wait(lock, [&] { return ready_; });
     }
@@ -83,6 +93,7 @@ private:
     mutable std::mutex mutex_;
     std::condition_variable ready_cv_;
     bool ready_ = false;
+    std::atomic<bool> settled_{false};  // ready_, readable without the lock
     std::optional<Stored> value_;
     std::exception_ptr error_;
 };

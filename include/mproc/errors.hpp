@@ -16,7 +16,9 @@ public:
 };
 
 // An exception escaped a task in a worker. It carries the exception's demangled type name, its
-// message and the backtrace of the worker at the point where it was thrown.
+// message and the backtrace of the worker at the point where it was thrown. A frame whose
+// function has no name in the dynamic symbol table (a static function, a lambda, the cold part
+// of an optimised function) shows as ?? with its module and offset, for addr2line.
 class RemoteError : public Error {
 public:
     RemoteError(std::string type_name, std::string message, std::string traceback);

@@ -4,6 +4,7 @@
 // pool that survives its workers: one that dies or runs past task_timeout fails only the task
 // it held, and a new worker takes its place.
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <iterator>
@@ -109,7 +110,10 @@ struct star_args<Tuple, std::index_sequence<I...>> {
 template <class Tuple>
 using star_args_t = typename star_args<std::remove_cvref_t<Tuple>>::type;
 
-// Python's rule: about four chunks per worker, rounded up.
+// Python's rule: about four chunks per worker, rounded up; but at most max_default_chunk
+// tasks, so that a long map of tiny tasks flows in many small frames (they reuse memory and
+// overlap encoding with work) rather than a few huge ones.
+inline constexpr std::size_t max_default_chunk = 4096;
 std::size_t default_chunksize(std::size_t tasks, std::size_t workers) noexcept;
 
 }  // namespace detail
@@ -196,28 +200,51 @@ private:
     template <class F, class ArgTuple>
     using result_t = detail::task_result_t<F, ArgTuple>;
 
+    // Encodes the inputs chunk by chunk and hands the chunks to the pool as they are made: the
+    // first at once, the rest in batches of about submit_batch_bytes, so that the workers run
+    // the first chunks while the caller encodes the next and few batches cost a wake-up each.
     template <class F, class ArgTuple, class Inputs, class AsArgs>
-    std::vector<detail::Frame> encode_chunks(F f, Inputs&& inputs, std::size_t chunksize,
-                                             AsArgs as_args) {
-        std::vector<detail::Frame> frames;
+    void encode_chunks(F f, Inputs&& inputs, std::size_t tasks, std::size_t chunksize,
+                       AsArgs as_args, const std::shared_ptr<detail::Job>& job) {
+        constexpr std::size_t submit_batch_bytes = 256 * 1024;
+        std::vector<detail::Frame> batch;
+        std::size_t batch_bytes = 0;
+        std::size_t batch_tasks = 0;
+        std::size_t first_task = 0;
+        auto submit_batch = [&] {
+            core_->submit(job, std::move(batch), first_task);
+            batch.clear();
+            first_task += std::exchange(batch_tasks, 0);
+            batch_bytes = 0;
+        };
         std::optional<detail::TaskEncoder<F, ArgTuple>> encoder;
         for (auto&& input : inputs) {
-            if (!encoder) encoder.emplace(f);
+            if (!encoder) {
+                const std::size_t encoded = std::min(tasks, first_task + batch_tasks);
+                encoder.emplace(f, std::min(chunksize, tasks - encoded));
+            }
             encoder->add(as_args(input));
             if (encoder->size() == chunksize) {
-                frames.push_back(encoder->finish());
+                batch_tasks += encoder->size();
+                batch.push_back(encoder->finish());
+                batch_bytes += batch.back().bytes.size();
                 encoder.reset();
+                if (first_task == 0 || batch_bytes >= submit_batch_bytes) submit_batch();
             }
         }
-        if (encoder) frames.push_back(encoder->finish());
-        return frames;
+        if (encoder) {
+            batch_tasks += encoder->size();
+            batch.push_back(encoder->finish());
+        }
+        if (!batch.empty()) submit_batch();
     }
 
-    // Calls submit(tasks, frames) with the inputs cut into chunks; an input range that cannot
-    // tell its size is read into a vector first.
-    template <class F, class ArgTuple, class Inputs, class AsArgs, class Submit>
+    // Makes the job for the inputs' tasks (make_job(tasks) gives the job and what the caller
+    // gets back) and streams the inputs to it in chunks; an input range that cannot tell its
+    // size is read into a vector first.
+    template <class F, class ArgTuple, class Inputs, class AsArgs, class MakeJob>
     auto encode_and_submit(F f, Inputs&& inputs, std::size_t chunksize, std::size_t default_chunk,
-                           AsArgs as_args, Submit submit) {
+                           AsArgs as_args, MakeJob make_job) {
         detail::require_sendable<F>();
         static_assert(detail::callable_with_tuple<F, ArgTuple>,
                       "mproc: the function cannot be called with the elements of these inputs");
@@ -227,12 +254,14 @@ private:
                 chunksize = default_chunk != 0 ? default_chunk
                                                : detail::default_chunksize(tasks, processes());
             }
-            return submit(tasks, encode_chunks<F, ArgTuple>(f, inputs, chunksize, as_args));
+            auto [job, result] = make_job(tasks);
+            encode_chunks<F, ArgTuple>(f, inputs, tasks, chunksize, as_args, job);
+            return std::move(result);
         } else {
             std::vector<std::ranges::range_value_t<Inputs>> materialised;
             for (auto&& input : inputs) materialised.push_back(std::forward<decltype(input)>(input));
             return encode_and_submit<F, ArgTuple>(f, materialised, chunksize, default_chunk,
-                                                  as_args, submit);
+                                                  as_args, make_job);
         }
     }
 
@@ -240,11 +269,11 @@ private:
     auto submit_map(F f, Inputs&& inputs, std::size_t chunksize, AsArgs as_args) {
         using R = result_t<F, ArgTuple>;
         return encode_and_submit<F, ArgTuple>(
-            f, std::forward<Inputs>(inputs), chunksize, 0, as_args,
-            [this](std::size_t tasks, std::vector<detail::Frame> frames) {
+            f, std::forward<Inputs>(inputs), chunksize, 0, as_args, [](std::size_t tasks) {
                 auto state = std::make_shared<detail::ResultState<detail::map_result_t<R>>>();
-                core_->submit(std::make_shared<detail::MapJob<R>>(tasks, state), std::move(frames));
-                return AsyncResult<detail::map_result_t<R>>(std::move(state));
+                return std::pair{std::shared_ptr<detail::Job>(
+                                     std::make_shared<detail::MapJob<R>>(tasks, state)),
+                                 AsyncResult<detail::map_result_t<R>>(std::move(state))};
             });
     }
 
@@ -255,10 +284,9 @@ private:
         return encode_and_submit<F, ArgTuple>(
             f, std::forward<Inputs>(inputs), chunksize, 1,
             [](const auto& x) { return std::forward_as_tuple(x); },
-            [this, ordered](std::size_t tasks, std::vector<detail::Frame> frames) {
+            [ordered](std::size_t tasks) {
                 auto job = std::make_shared<detail::StreamJob<R>>(tasks, ordered);
-                core_->submit(job, std::move(frames));
-                return ImapRange<R>(std::move(job), tasks);
+                return std::pair{std::shared_ptr<detail::Job>(job), ImapRange<R>(job, tasks)};
             });
     }
 

@@ -37,32 +37,35 @@ public:
 
     // Appends v, waiting while the queue is full. StateError once the queue is closed;
     // SerializationError if v cannot be encoded.
-    void put(const T& value) { core_->put(encoded(value), std::nullopt); }
+    void put(const T& value) { put_item(value, std::nullopt); }
     // The same, waiting at most timeout for room: Full past it.
     template <class Rep, class Period>
     void put(const T& value, std::chrono::duration<Rep, Period> timeout) {
-        if (!core_->put(encoded(value), detail::to_timeout(timeout))) {
+        if (!put_item(value, detail::to_timeout(timeout))) {
             throw Full("mproc: Queue::put found the queue full until its timeout");
         }
     }
     // Appends v if there is room now; never waits.
-    bool try_put(const T& value) { return core_->put(encoded(value), std::chrono::nanoseconds(0)); }
+    bool try_put(const T& value) { return put_item(value, std::chrono::nanoseconds(0)); }
 
     // Takes the oldest item, waiting while the queue is empty. StateError once the queue is
     // closed and empty; SerializationError if the item does not decode as a T.
-    T get() { return decoded(*core_->get(std::nullopt)); }
+    T get() {
+        core_->get(std::nullopt, buffer());
+        return decoded();
+    }
     // The same, waiting at most timeout: Empty past it.
     template <class Rep, class Period>
     T get(std::chrono::duration<Rep, Period> timeout) {
-        auto item = core_->get(detail::to_timeout(timeout));
-        if (!item) throw Empty("mproc: Queue::get found the queue empty until its timeout");
-        return decoded(*item);
+        if (!core_->get(detail::to_timeout(timeout), buffer())) {
+            throw Empty("mproc: Queue::get found the queue empty until its timeout");
+        }
+        return decoded();
     }
     // The oldest item if there is one now; never waits.
     std::optional<T> try_get() {
-        auto item = core_->get(std::chrono::nanoseconds(0));
-        if (!item) return std::nullopt;
-        return decoded(*item);
+        if (!core_->get(std::chrono::nanoseconds(0), buffer())) return std::nullopt;
+        return decoded();
     }
 
     // Items in the queue now; another process may change it at once.
@@ -92,14 +95,30 @@ protected:
     std::shared_ptr<detail::QueueCore> core_;
 
 private:
-    static std::vector<std::byte> encoded(const T& value) {
-        std::vector<std::byte> bytes;
-        detail::encode(bytes, value);
+    // An item's bytes on their way in or out, in a buffer each thread reuses, so that a put or
+    // a get allocates nothing once the buffer has grown to the items' size.
+    static std::vector<std::byte>& buffer() {
+        thread_local std::vector<std::byte> bytes;
         return bytes;
     }
-    static T decoded(const std::vector<std::byte>& bytes) {
+    // A buffer that held a large item gives its memory back.
+    static void trim_buffer() {
+        constexpr std::size_t keep_bytes = 64 * 1024;
+        if (buffer().capacity() > keep_bytes) std::vector<std::byte>().swap(buffer());
+    }
+    bool put_item(const T& value, detail::QueueCore::Timeout timeout) {
+        auto& bytes = buffer();
+        bytes.clear();
+        detail::encode(bytes, value);
+        const bool put = core_->put(bytes, timeout);
+        trim_buffer();
+        return put;
+    }
+    // The item that get() left in buffer().
+    static T decoded() {
         T value{};
-        detail::decode(std::span<const std::byte>(bytes), value);
+        detail::decode(std::span<const std::byte>(buffer()), value);
+        trim_buffer();
         return value;
     }
 };

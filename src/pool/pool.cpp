@@ -1,12 +1,14 @@
 #include "mproc/pool.hpp"
 
+#include <algorithm>
+
 namespace mproc {
 
 namespace detail {
 
 std::size_t default_chunksize(std::size_t tasks, std::size_t workers) noexcept {
     const std::size_t chunks = 4 * std::max<std::size_t>(workers, 1);
-    return std::max<std::size_t>(1, (tasks + chunks - 1) / chunks);
+    return std::clamp<std::size_t>((tasks + chunks - 1) / chunks, 1, max_default_chunk);
 }
 
 }  // namespace detail

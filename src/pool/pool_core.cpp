@@ -33,6 +33,13 @@ namespace {
 // Chunks in flight per worker: one running and one waiting, so that a worker never waits for
 // the pool between chunks.
 constexpr std::size_t chunks_in_flight = 2;
+// A worker that finishes its chunks faster than this gets up to max_chunks_in_flight: then a
+// chunk costs less than the pool's round trip to send the next, and only a deeper pipeline
+// keeps the worker busy and lets each system call carry many frames. Slower chunks stay at
+// chunks_in_flight, so that long tasks are not committed to a worker before it is known which
+// worker is free first.
+constexpr std::chrono::microseconds fast_chunk{100};
+constexpr std::size_t max_chunks_in_flight = 64;
 // A chunk whose worker died this many times while none of its tasks was running fails: the
 // worker dies of something in the chunk that is not a task of it.
 constexpr int max_chunk_losses = 3;
@@ -60,6 +67,8 @@ struct Worker {
     std::unique_ptr<Link> link;
     std::deque<Chunk> in_flight;
     std::size_t tasks_given = 0;
+    std::size_t depth = chunks_in_flight;  // chunks it may have in flight, by its pace
+    std::chrono::steady_clock::time_point busy_since;  // its last results, or its first chunk
     bool stopping = false;          // told to stop: retired, or the pool is ending
     bool killed_for_timeout = false;
 };
@@ -82,13 +91,22 @@ struct PoolCore::Impl {
     std::mutex mutex;
     State state = State::running;
     std::deque<Chunk> submitted;
+    // The eventfd was written and the collector has not taken the submissions since: later
+    // submissions need not write it again, which saves a system call per apply_async.
+    bool wake_pending = false;
     bool joined = false;
+    // Every worker has started, or none will: the constructor waits for it (see PoolCore).
+    bool ready = false;
+    std::condition_variable ready_cv;
 
     // The collector's own.
     std::deque<Chunk> pending;
     std::vector<std::optional<Worker>> workers;  // by slot
     std::vector<bool> launching;                 // by slot: asked for, not yet started
     std::uint64_t next_sequence = 1;
+    bool woken = true;  // poll saw the eventfd readable
+    std::vector<pollfd> poll_fds;         // poll_once's, kept to reuse their memory
+    std::vector<std::uint32_t> poll_slots;
     std::exception_ptr broken;  // the initializer's error: no task can run
     bool shutting_down = false;
 
@@ -110,11 +128,13 @@ struct PoolCore::Impl {
     void handle_started(WorkerLauncher::Event& event);
     void handle_exited(const WorkerLauncher::Event& event);
     void read_results(Worker& worker);
+    void pace(Worker& worker, std::size_t chunks_done);
     void deliver(Worker& worker, const Frame& frame);
     void handle_lost(Worker& worker, const ExitStatus& exit);
     void check_timeouts();
     bool has_work() const;
     void fail_everything(std::exception_ptr error);
+    void mark_ready();
     void terminate_now();
     std::exception_ptr launcher_lost_error();
 };
@@ -132,7 +152,10 @@ PoolCore::Impl::Impl(const PoolOptions& options)
         throw StateError("mproc: task_timeout must be positive");
     }
     status_memory = SharedRegion::create(processes * sizeof(WorkerStatus));
-    for (std::size_t slot = 0; slot < processes; ++slot) new (&status(slot)) WorkerStatus();
+    for (std::size_t slot = 0; slot < processes; ++slot) {
+        new (&status(slot)) WorkerStatus();
+        if (task_timeout) status(slot).timed.store(1, std::memory_order_relaxed);
+    }
     wake = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!wake) throw_system_error("eventfd");
     // The launcher is forked before the collector thread exists: it inherits no thread.
@@ -153,6 +176,7 @@ PoolCore::Impl::Impl(const PoolOptions& options)
             launcher->kill_all();
             fail_everything(std::current_exception());
         }
+        mark_ready();
     });
 }
 
@@ -162,9 +186,12 @@ void PoolCore::Impl::wake_collector() const {
 }
 
 PoolCore::Impl::State PoolCore::Impl::take_submissions() {
-    std::uint64_t count;
-    [[maybe_unused]] auto read = ::read(wake.get(), &count, sizeof count);
+    if (std::exchange(woken, false)) {
+        std::uint64_t count;
+        [[maybe_unused]] auto read = ::read(wake.get(), &count, sizeof count);
+    }
     std::lock_guard lock(mutex);
+    wake_pending = false;
     while (!submitted.empty()) {
         if (broken) {
             submitted.front().fail(broken);
@@ -205,10 +232,23 @@ void PoolCore::Impl::dispatch() {
     // Chunks are kept back for workers still starting, who would otherwise find them queued
     // behind another worker's chunk.
     const auto starting = static_cast<std::size_t>(std::count(launching.begin(), launching.end(), true));
-    for (std::size_t round = 1; round <= chunks_in_flight && !pending.empty(); ++round) {
+    std::size_t depth = 0;
+    for (const auto& worker : workers) {
+        if (worker) depth = std::max(depth, worker->depth);
+    }
+    // A slow worker (long tasks) gets none of the last chunks, one per worker, while it is
+    // busy: they go to whichever worker is free first, so that the end of a map is not
+    // committed to a worker that is still running a long task.
+    const auto live = static_cast<std::size_t>(
+        std::count_if(workers.begin(), workers.end(),
+                      [](const auto& worker) { return worker && !worker->stopping; }));
+    for (std::size_t round = 1; round <= depth && !pending.empty(); ++round) {
         for (auto& worker : workers) {
             if (pending.empty() || (round > 1 && pending.size() <= starting)) break;
             if (!worker || worker->stopping || worker->in_flight.size() >= round) continue;
+            if (round > worker->depth) continue;
+            const bool slow = worker->depth == chunks_in_flight;
+            if (round > 1 && slow && pending.size() <= starting + live) continue;
             if (maxtasksperchild != 0 && worker->tasks_given >= maxtasksperchild) continue;
             Chunk chunk = std::move(pending.front());
             pending.pop_front();
@@ -222,6 +262,7 @@ void PoolCore::Impl::dispatch() {
 
 void PoolCore::Impl::send_chunk(Worker& worker, Chunk chunk) {
     stamp_sequence(chunk, next_sequence++);
+    if (worker.in_flight.empty()) worker.busy_since = std::chrono::steady_clock::now();
     worker.tasks_given += chunk.tasks();
     worker.link->post(chunk.frame);
     worker.in_flight.push_back(std::move(chunk));
@@ -253,8 +294,10 @@ int PoolCore::Impl::poll_timeout_ms() const {
 }
 
 void PoolCore::Impl::poll_once(int timeout_ms) {
-    std::vector<pollfd> fds{{wake.get(), POLLIN, 0}, {launcher->poll_fd(), POLLIN, 0}};
-    std::vector<std::uint32_t> slots;
+    auto& fds = poll_fds;
+    auto& slots = poll_slots;
+    fds.assign({{wake.get(), POLLIN, 0}, {launcher->poll_fd(), POLLIN, 0}});
+    slots.clear();
     for (auto& worker : workers) {
         if (!worker) continue;
         const short events = POLLIN | (worker->link->has_unsent() ? POLLOUT : 0);
@@ -265,6 +308,7 @@ void PoolCore::Impl::poll_once(int timeout_ms) {
         if (errno == EINTR) return;
         throw_system_error("poll");
     }
+    woken = fds[0].revents != 0;
     for (std::size_t i = 0; i < slots.size(); ++i) {
         const short revents = fds[i + 2].revents;
         if (revents == 0) continue;
@@ -284,8 +328,18 @@ void PoolCore::Impl::read_results(Worker& worker) {
         // death, reported by the launcher, hands its chunks on.
         signal_pidfd(worker.pidfd, SIGKILL);
     }
+    if (!frames.empty()) pace(worker, frames.size());
     for (const Frame& frame : frames) deliver(worker, frame);
     maybe_retire(worker);
+}
+
+void PoolCore::Impl::pace(Worker& worker, std::size_t chunks_done) {
+    // The worker was busy from busy_since until now (it had chunks in flight all along), so
+    // this is its time per chunk, queueing in the transport included.
+    const auto now = std::chrono::steady_clock::now();
+    const bool fast = now - worker.busy_since < fast_chunk * chunks_done;
+    worker.depth = fast ? max_chunks_in_flight : chunks_in_flight;
+    worker.busy_since = now;
 }
 
 void PoolCore::Impl::deliver(Worker& worker, const Frame& frame) {
@@ -337,6 +391,7 @@ bool PoolCore::Impl::handle_launcher_events() {
 void PoolCore::Impl::handle_started(WorkerLauncher::Event& event) {
     if (event.slot >= workers.size()) return;
     launching[event.slot] = false;
+    if (std::find(launching.begin(), launching.end(), true) == launching.end()) mark_ready();
     Worker& worker = workers[event.slot].emplace();
     worker.slot = event.slot;
     worker.pid = event.pid;
@@ -366,37 +421,49 @@ void PoolCore::Impl::handle_exited(const WorkerLauncher::Event& event) {
 }
 
 void PoolCore::Impl::handle_lost(Worker& worker, const ExitStatus& exit) {
-    Chunk& front = worker.in_flight.front();
     const WorkerStatus& status = this->status(worker.slot);
+    // The chunk the worker was in when it died. The chunks before it had ended, but their
+    // results, held back to leave with later ones (worker_loop.cpp), died with the worker: they
+    // run again and count no loss.
+    const auto sequence = status.sequence.load(std::memory_order_relaxed);
+    auto& in_flight = worker.in_flight;
+    std::size_t current = 0;
+    while (current < in_flight.size() && in_flight[current].sequence != sequence) ++current;
+    if (current == in_flight.size()) current = 0;  // it died before it began any
     const bool task_running = status.running.load(std::memory_order_acquire) != 0 &&
-                              status.sequence.load(std::memory_order_relaxed) == front.sequence;
+                              in_flight[current].sequence == sequence;
     std::deque<Chunk> resend;
-    if (task_running) {
-        const std::uint32_t culprit = std::min(status.item.load(), front.tasks() - 1);
-        std::exception_ptr error;
-        if (worker.killed_for_timeout) {
-            error = std::make_exception_ptr(TimeoutError(
-                "mproc: the task ran longer than the pool's task_timeout of " +
-                std::to_string(task_timeout->count()) + " ms; its worker " +
-                std::to_string(worker.pid) + " was killed and replaced"));
-        } else {
-            error = std::make_exception_ptr(WorkerLost(worker.pid, exit.exit_code, exit.signal));
-        }
-        front.job->fail(front.first_task + culprit, error);
-        // The chunk's other tasks did not fail: they run again, elsewhere. Those before the
-        // culprit had finished, but their results died with the worker.
-        if (culprit > 0) resend.push_back(slice(front, 0, culprit));
-        if (culprit + 1 < front.tasks()) resend.push_back(slice(front, culprit + 1, front.tasks()));
-        worker.in_flight.pop_front();
-    }
-    for (auto& chunk : worker.in_flight) {
-        if (!task_running && &chunk == &worker.in_flight.front() && ++chunk.losses >= max_chunk_losses) {
+    for (std::size_t i = 0; i < current; ++i) resend.push_back(std::move(in_flight[i]));
+    for (std::size_t i = current; i < in_flight.size(); ++i) {
+        Chunk& chunk = in_flight[i];
+        if (i != current) {
+            resend.push_back(std::move(chunk));
+        } else if (task_running) {
+            const std::uint32_t culprit = std::min(status.item.load(), chunk.tasks() - 1);
+            std::exception_ptr error;
+            if (worker.killed_for_timeout) {
+                error = std::make_exception_ptr(TimeoutError(
+                    "mproc: the task ran longer than the pool's task_timeout of " +
+                    std::to_string(task_timeout->count()) + " ms; its worker " +
+                    std::to_string(worker.pid) + " was killed and replaced"));
+            } else {
+                error = std::make_exception_ptr(
+                    WorkerLost(worker.pid, exit.exit_code, exit.signal));
+            }
+            chunk.job->fail(chunk.first_task + culprit, error);
+            // The chunk's other tasks did not fail: they run again, elsewhere. Those before
+            // the culprit had finished, but their results died with the worker.
+            if (culprit > 0) resend.push_back(slice(chunk, 0, culprit));
+            if (culprit + 1 < chunk.tasks()) {
+                resend.push_back(slice(chunk, culprit + 1, chunk.tasks()));
+            }
+        } else if (++chunk.losses >= max_chunk_losses) {
             chunk.fail(std::make_exception_ptr(WorkerLost(worker.pid, exit.exit_code, exit.signal)));
-            continue;
+        } else {
+            resend.push_back(std::move(chunk));
         }
-        resend.push_back(std::move(chunk));
     }
-    worker.in_flight.clear();
+    in_flight.clear();
     pending.insert(pending.begin(), std::make_move_iterator(resend.begin()),
                    std::make_move_iterator(resend.end()));
 }
@@ -425,9 +492,20 @@ void PoolCore::Impl::fail_everything(std::exception_ptr error) {
         for (auto& chunk : worker->in_flight) chunk.fail(error);
         worker->in_flight.clear();
     }
-    std::lock_guard lock(mutex);
-    for (auto& chunk : submitted) chunk.fail(error);
-    submitted.clear();
+    {
+        std::lock_guard lock(mutex);
+        for (auto& chunk : submitted) chunk.fail(error);
+        submitted.clear();
+    }
+    mark_ready();
+}
+
+void PoolCore::Impl::mark_ready() {
+    {
+        std::lock_guard lock(mutex);
+        ready = true;
+    }
+    ready_cv.notify_all();
 }
 
 std::exception_ptr PoolCore::Impl::launcher_lost_error() {
@@ -455,7 +533,13 @@ void PoolCore::Impl::terminate_now() {
     workers.clear();
 }
 
-PoolCore::PoolCore(const PoolOptions& options) : impl_(std::make_unique<Impl>(options)) {}
+PoolCore::PoolCore(const PoolOptions& options) : impl_(std::make_unique<Impl>(options)) {
+    // As Python's Pool, the constructor returns with the workers started, so that the first
+    // map does not wait for them. Their start is forks, not the user's initializer; the wait is
+    // bounded all the same, since a pool that is slow to start still works.
+    std::unique_lock lock(impl_->mutex);
+    impl_->ready_cv.wait_for(lock, std::chrono::seconds(1), [&] { return impl_->ready; });
+}
 
 PoolCore::~PoolCore() {
     if (!impl_) return;
@@ -468,13 +552,14 @@ PoolCore::~PoolCore() {
 
 std::size_t PoolCore::processes() const noexcept { return impl_->processes; }
 
-void PoolCore::submit(std::shared_ptr<Job> job, std::vector<Frame> frames) {
-    std::size_t first_task = 0;
+void PoolCore::submit(std::shared_ptr<Job> job, std::vector<Frame> frames, std::size_t first_task) {
+    bool wake = false;
     {
         std::lock_guard lock(impl_->mutex);
         if (impl_->state != Impl::State::running) {
             throw StateError("mproc: a task was submitted to a pool that was closed or terminated");
         }
+        wake = !std::exchange(impl_->wake_pending, true);
         for (auto& frame : frames) {
             Chunk chunk;
             chunk.job = job;
@@ -484,7 +569,7 @@ void PoolCore::submit(std::shared_ptr<Job> job, std::vector<Frame> frames) {
             impl_->submitted.push_back(std::move(chunk));
         }
     }
-    impl_->wake_collector();
+    if (wake) impl_->wake_collector();
 }
 
 void PoolCore::close() {

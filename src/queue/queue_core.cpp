@@ -244,7 +244,7 @@ bool QueueCore::put(std::span<const std::byte> item, Timeout timeout) {
     return true;
 }
 
-std::optional<std::vector<std::byte>> QueueCore::get(Timeout timeout) {
+bool QueueCore::get(Timeout timeout, std::vector<std::byte>& out) {
     const Deadline deadline = Deadline::from(timeout);
     Impl& impl = *impl_;
     QueueLock lock(impl);
@@ -253,20 +253,20 @@ std::optional<std::vector<std::byte>> QueueCore::get(Timeout timeout) {
         if (h.closed != 0) throw StateError("mproc: get() on a queue that is closed and empty");
         if (!impl.sleep_on(h.item_added, h.getters_waiting, deadline) && deadline.passed() &&
             h.count == 0) {
-            return std::nullopt;
+            return false;
         }
         impl.follow_growth();
     }
     ItemSize size = 0;
     impl.copy_out(h.head, &size, sizeof size);
-    std::vector<std::byte> item(size);
-    impl.copy_out(h.head + sizeof size, item.data(), size);
+    out.resize(size);
+    impl.copy_out(h.head + sizeof size, out.data(), size);
     h.head = (h.head + sizeof size + size) % h.capacity;
     h.used -= sizeof size + size;
     h.count -= 1;
     if (h.count == 0) h.head = 0;  // keeps the next items from wrapping needlessly
     Impl::wake(h.space_freed, h.putters_waiting, 1);
-    return item;
+    return true;
 }
 
 std::size_t QueueCore::size() const {

@@ -31,9 +31,12 @@ public:
     virtual int poll_fd() const noexcept = 0;
 
     // Worker side, blocking.
-    // The next frame; nullopt when the peer is gone.
+    // The next frame; nullopt when the peer is gone. Before it waits for one, it sends every
+    // frame posted and not yet sent, since the peer may be waiting for those.
     virtual std::optional<Frame> receive() = 0;
-    // Sends a frame whole; false when the peer is gone.
+    // Whether receive() has a whole frame to return without waiting.
+    virtual bool frame_ready() const noexcept = 0;
+    // Sends a frame whole, after every frame posted before it; false when the peer is gone.
     virtual bool send(Frame frame) = 0;
 };
 

@@ -76,12 +76,16 @@ bool SocketLink::flush() {
     return true;
 }
 
-bool SocketLink::send(Frame frame) {
-    post(std::make_shared<const Frame>(std::move(frame)));
+bool SocketLink::write_all() {
     while (!unsent_.empty()) {
         if (write_some(true) == Progress::closed) return false;
     }
     return true;
+}
+
+bool SocketLink::send(Frame frame) {
+    post(std::make_shared<const Frame>(std::move(frame)));
+    return write_all();
 }
 
 SocketLink::Progress SocketLink::read_some(bool wait) {
@@ -167,10 +171,17 @@ bool SocketLink::receive_ready(std::vector<Frame>& out) {
     }
 }
 
+bool SocketLink::frame_ready() const noexcept {
+    if (buffered() < sizeof(FrameHeader)) return false;
+    FrameHeader header;
+    std::memcpy(&header, buffer_.data() + start_, sizeof header);
+    return buffered() - sizeof header >= header.payload_bytes;
+}
+
 std::optional<Frame> SocketLink::receive() {
     std::optional<Frame> frame;
     while (!take_frame(frame)) {
-        if (peer_gone_ || read_some(true) == Progress::closed) {
+        if (peer_gone_ || !write_all() || read_some(true) == Progress::closed) {
             peer_gone_ = true;
             return std::nullopt;
         }

@@ -21,12 +21,15 @@ public:
     int poll_fd() const noexcept override { return socket_.get(); }
 
     std::optional<Frame> receive() override;
+    bool frame_ready() const noexcept override;
     bool send(Frame frame) override;
 
 private:
     enum class Progress { some, would_block, closed };
     Progress write_some(bool wait);
     Progress read_some(bool wait);
+    // Writes every posted frame, waiting as needed; false when the peer is gone.
+    bool write_all();
     // Moves the frame at the front of the buffer into out, if it is complete.
     bool take_frame(std::optional<Frame>& out);
     std::size_t buffered() const noexcept { return end_ - start_; }

@@ -159,12 +159,20 @@ EntryFn find_entry(std::uint64_t address) {
 std::uint64_t encode_function_address(const void* function) noexcept { return to_wire(function); }
 
 const void* decode_function_address(std::uint64_t address) {
+    // Every frame of a map names the same function, and dladdr costs more than a chunk of tiny
+    // tasks: the address checked last is remembered. (A module unloaded since is the user's
+    // own dlclose of code they still send tasks to.)
+    thread_local std::uint64_t checked_address = 0;
+    thread_local const void* checked_function = nullptr;
+    if (address == checked_address && checked_function != nullptr) return checked_function;
     const void* function = from_wire(address);
     Dl_info info{};
     if (function == nullptr || ::dladdr(function, &info) == 0) {
         throw SerializationError("mproc: a task names a function at an address outside the "
                                  "program's code; the frame is corrupt or comes from another build");
     }
+    checked_address = address;
+    checked_function = function;
     return function;
 }
 

@@ -55,22 +55,11 @@ FrameWriter::FrameWriter(FrameKind kind, std::uint64_t sequence, std::uint64_t e
     std::memcpy(frame_.bytes.data(), &header, sizeof header);
 }
 
-void FrameWriter::begin_item() {
-    item_start_ = frame_.bytes.size();
-    frame_.bytes.resize(item_start_ + sizeof(ItemLength));
-}
-
-void FrameWriter::end_item() {
-    const std::size_t length = frame_.bytes.size() - item_start_ - sizeof(ItemLength);
-    if (length > max_payload_bytes || frame_.bytes.size() - sizeof(FrameHeader) > max_payload_bytes) {
-        abandon_item();
-        throw SerializationError("mproc: a value of " + std::to_string(length) +
-                                 " bytes makes a frame larger than the limit of " +
-                                 std::to_string(max_payload_bytes) + " bytes");
-    }
-    const auto prefix = static_cast<ItemLength>(length);
-    std::memcpy(frame_.bytes.data() + item_start_, &prefix, sizeof prefix);
-    ++items_;
+void FrameWriter::refuse_item(std::size_t length) {
+    abandon_item();
+    throw SerializationError("mproc: a value of " + std::to_string(length) +
+                             " bytes makes a frame larger than the limit of " +
+                             std::to_string(max_payload_bytes) + " bytes");
 }
 
 void FrameWriter::add_fds(std::vector<UniqueFd> fds) {
@@ -91,20 +80,9 @@ Frame FrameWriter::finish() {
     return std::move(frame_);
 }
 
-std::span<const std::byte> ItemReader::next() {
-    ItemLength length = 0;
-    if (rest_.size() < sizeof length) {
-        throw SerializationError("mproc: a frame ends inside an item's length");
-    }
-    std::memcpy(&length, rest_.data(), sizeof length);
-    rest_ = rest_.subspan(sizeof length);
-    if (length > rest_.size()) {
-        throw SerializationError("mproc: an item of " + std::to_string(length) +
-                                 " bytes runs past the end of its frame");
-    }
-    auto item = rest_.first(length);
-    rest_ = rest_.subspan(length);
-    return item;
+void ItemReader::refuse(const char* what, std::size_t length) {
+    if (length == 0) throw SerializationError(std::string("mproc: ") + what);
+    throw SerializationError("mproc: an item of " + std::to_string(length) + " bytes " + what);
 }
 
 }  // namespace mproc::detail

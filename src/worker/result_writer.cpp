@@ -4,7 +4,9 @@
 namespace mproc::detail {
 
 ResultWriter::ResultWriter(std::uint64_t sequence, WorkerStatus* status) noexcept
-    : writer_(FrameKind::result, sequence), status_(status) {
+    : writer_(FrameKind::result, sequence),
+      status_(status),
+      timed_(status != nullptr && status->timed.load(std::memory_order_relaxed) != 0) {
     if (status_ != nullptr) status_->sequence.store(sequence, std::memory_order_relaxed);
 }
 

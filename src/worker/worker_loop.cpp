@@ -2,8 +2,10 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <exception>
+#include <memory>
 
 #include "mproc/detail/task_codec.hpp"
 #include "transport/socket_link.hpp"
@@ -37,6 +39,38 @@ Frame run_frame(const Frame& frame, WorkerStatus* status) {
     entry(frame, out);
     return out.finish();
 }
+
+using Clock = std::chrono::steady_clock;
+
+// Decides whether a chunk's results may wait to go out with those of the next chunks. Each
+// result frame sent on its own costs a system call here and a wake-up of the pool's collector,
+// more than a chunk of tiny tasks; so while the next chunk has already arrived and chunks run
+// quickly, a few results wait and leave together (receive() sends them before it waits). A
+// result waits at most max_wait, plus the run of one chunk whose speed is guessed from the
+// chunk before it: a slow chunk after quick ones delays the quick ones' results. (The pool
+// sends stop only when it has no chunk in flight, so no result is held when stop arrives.)
+class ResultBatcher {
+public:
+    bool hold(const Link& link, Clock::time_point started, Clock::time_point ended) {
+        if (!link.has_unsent()) held_ = 0;  // receive() sent them
+        const bool hold = link.frame_ready() && ended - started < quick_chunk &&
+                          held_ + 1 < max_held && (held_ == 0 || ended - first_held_ < max_wait);
+        if (!hold) {
+            held_ = 0;
+            return false;
+        }
+        if (held_++ == 0) first_held_ = ended;
+        return true;
+    }
+
+private:
+    static constexpr auto quick_chunk = std::chrono::microseconds(50);
+    static constexpr auto max_wait = std::chrono::microseconds(200);
+    static constexpr std::size_t max_held = 32;
+
+    std::size_t held_ = 0;
+    Clock::time_point first_held_;
+};
 
 // Runs the initializer; if it threw, tells the pool why and ends the worker.
 void initialize(const Frame& initializer, Link& link) {
@@ -74,6 +108,7 @@ void run_worker(std::unique_ptr<Link> pool, WorkerStatus& status, const Frame* i
     enable_throw_backtraces();
     Link& link = *pool;
     if (initializer != nullptr) initialize(*initializer, link);
+    ResultBatcher batcher;
     while (true) {
         std::optional<Frame> frame;
         try {
@@ -84,7 +119,13 @@ void run_worker(std::unique_ptr<Link> pool, WorkerStatus& status, const Frame* i
         }
         if (!frame || frame->kind() == FrameKind::stop) end_worker(0);
         if (frame->kind() != FrameKind::task) continue;
-        if (!link.send(run_frame(*frame, &status))) end_worker(0);
+        const auto started = Clock::now();
+        Frame results = run_frame(*frame, &status);
+        if (batcher.hold(link, started, Clock::now())) {
+            link.post(std::make_shared<const Frame>(std::move(results)));
+        } else if (!link.send(std::move(results))) {
+            end_worker(0);
+        }
     }
 }
 

@@ -76,10 +76,28 @@ public:
 
     // The buffer an item's encoder appends to, between begin_item() and end_item().
     std::vector<std::byte>& buffer() noexcept { return frame_.bytes; }
-    void begin_item();
+    // Makes room for payload_bytes more, so that a frame whose size is known in advance is
+    // written without regrowing (each regrowth copies and touches fresh pages).
+    void reserve(std::size_t payload_bytes) {
+        frame_.bytes.reserve(frame_.bytes.size() + payload_bytes);
+    }
+    // Inline: these run once per task and per result.
+    void begin_item() {
+        item_start_ = frame_.bytes.size();
+        frame_.bytes.resize(item_start_ + sizeof(ItemLength));
+    }
     // Throws SerializationError, having dropped the item, when the item or the frame has grown
     // past its limit.
-    void end_item();
+    void end_item() {
+        const std::size_t length = frame_.bytes.size() - item_start_ - sizeof(ItemLength);
+        if (length > max_payload_bytes ||
+            frame_.bytes.size() - sizeof(FrameHeader) > max_payload_bytes) {
+            refuse_item(length);
+        }
+        const auto prefix = static_cast<ItemLength>(length);
+        std::memcpy(frame_.bytes.data() + item_start_, &prefix, sizeof prefix);
+        ++items_;
+    }
     // Drops what was appended since begin_item(), for an item whose encoding failed.
     void abandon_item() noexcept { frame_.bytes.resize(item_start_); }
     std::size_t item_count() const noexcept { return items_; }
@@ -89,6 +107,8 @@ public:
     Frame finish();
 
 private:
+    [[noreturn]] void refuse_item(std::size_t length);
+
     Frame frame_;
     std::size_t item_start_ = 0;
     std::uint32_t items_ = 0;
@@ -99,9 +119,22 @@ class ItemReader {
 public:
     explicit ItemReader(std::span<const std::byte> payload) noexcept : rest_(payload) {}
     bool at_end() const noexcept { return rest_.empty(); }
-    std::span<const std::byte> next();
+    // Inline: it runs once per task and per result.
+    std::span<const std::byte> next() {
+        ItemLength length = 0;
+        if (rest_.size() < sizeof length) refuse("a frame ends inside an item's length", 0);
+        std::memcpy(&length, rest_.data(), sizeof length);
+        rest_ = rest_.subspan(sizeof length);
+        if (length > rest_.size()) refuse("runs past the end of its frame", length);
+        auto item = rest_.first(length);
+        rest_ = rest_.subspan(length);
+        return item;
+    }
 
 private:
+    // Throws SerializationError: what, about an item of length bytes when length is not 0.
+    [[noreturn]] static void refuse(const char* what, std::size_t length);
+
     std::span<const std::byte> rest_;
 };
 

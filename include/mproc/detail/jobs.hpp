@@ -12,6 +12,7 @@
 #include <optional>
 #include <span>
 #include <type_traits>
+#include <variant>
 #include <vector>
 
 #include "mproc/async_result.hpp"
@@ -60,44 +61,55 @@ template <class R>
 using map_result_t = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
 
 // map, starmap and their async forms: all results in input order, or the error of the first
-// task (by position) that failed, once every task has ended.
+// task (by position) that failed, once every task has ended. Values are decoded straight into
+// the vector the caller gets, with no per-task wrapper to build and copy.
 template <class R>
 class MapJob final : public Job {
 public:
     using State = ResultState<map_result_t<R>>;
 
     MapJob(std::size_t tasks, std::shared_ptr<State> state)
-        : outcomes_(tasks), remaining_(tasks), state_(std::move(state)) {
+        : remaining_(tasks), state_(std::move(state)) {
+        if constexpr (!std::is_void_v<R>) values_.resize(tasks);
         if (tasks == 0) complete();
     }
     void deliver(std::size_t index, std::span<const std::byte> item) override {
-        settle(index, Outcome<R>::decoded(item));
+        try {
+            if constexpr (std::is_void_v<R>) {
+                decode_result<void>(item);
+            } else {
+                values_[index] = decode_result<R>(item);
+            }
+        } catch (...) {
+            return fail(index, std::current_exception());
+        }
+        settle();
     }
     void fail(std::size_t index, std::exception_ptr error) override {
-        settle(index, Outcome<R>::failed(std::move(error)));
+        if (!first_error_ || index < first_error_index_) {
+            first_error_ = std::move(error);
+            first_error_index_ = index;
+        }
+        settle();
     }
 
 private:
-    void settle(std::size_t index, Outcome<R> outcome) {
-        outcomes_[index] = std::move(outcome);
+    void settle() {
         if (--remaining_ == 0) complete();
     }
     void complete() {
-        for (auto& outcome : outcomes_) {
-            if (outcome.error) return state_->set_error(outcome.error);
-        }
+        if (first_error_) return state_->set_error(first_error_);
         if constexpr (std::is_void_v<R>) {
             state_->set_value(true);
         } else {
-            std::vector<R> values;
-            values.reserve(outcomes_.size());
-            for (auto& outcome : outcomes_) values.push_back(outcome.take());
-            state_->set_value(std::move(values));
+            state_->set_value(std::move(values_));
         }
     }
 
-    std::vector<Outcome<R>> outcomes_;
+    std::conditional_t<std::is_void_v<R>, std::monostate, std::vector<R>> values_;
     std::size_t remaining_;
+    std::exception_ptr first_error_;
+    std::size_t first_error_index_ = 0;
     std::shared_ptr<State> state_;
 };
 

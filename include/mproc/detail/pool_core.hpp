@@ -25,9 +25,9 @@ public:
     PoolCore& operator=(const PoolCore&) = delete;
 
     std::size_t processes() const noexcept;
-    // Queues the task frames of one job; their items are the job's tasks in order.
-    // StateError after close() or terminate().
-    void submit(std::shared_ptr<Job> job, std::vector<Frame> frames);
+    // Queues task frames of one job; their items are the job's tasks in order, from task
+    // first_task on. StateError after close() or terminate().
+    void submit(std::shared_ptr<Job> job, std::vector<Frame> frames, std::size_t first_task = 0);
     void close();
     void join();
     void terminate();

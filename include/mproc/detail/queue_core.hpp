@@ -42,9 +42,9 @@ public:
     // Appends one item; false if the queue stayed full until the timeout. StateError once the
     // queue is closed.
     bool put(std::span<const std::byte> item, Timeout timeout);
-    // Takes the oldest item; nullopt if the queue stayed empty until the timeout. StateError
-    // once the queue is closed and empty.
-    std::optional<std::vector<std::byte>> get(Timeout timeout);
+    // Takes the oldest item into out (replacing what it held, reusing its memory); false if
+    // the queue stayed empty until the timeout. StateError once the queue is closed and empty.
+    bool get(Timeout timeout, std::vector<std::byte>& out);
     std::size_t size() const;
     std::size_t maxsize() const noexcept;
     // Refuses further puts and wakes every waiting getter and putter. Items already in the

@@ -4,6 +4,7 @@
 // results. Each item of a task frame is one call's arguments; each item of a result frame is
 // a status byte followed by the call's value or its error.
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -52,8 +53,10 @@ public:
     void begin_item(std::uint32_t index) noexcept {
         if (status_ == nullptr) return;
         status_->item.store(index, std::memory_order_relaxed);
-        status_->started_ns.store(std::chrono::steady_clock::now().time_since_epoch().count(),
-                                  std::memory_order_relaxed);
+        if (timed_) {
+            status_->started_ns.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                                      std::memory_order_relaxed);
+        }
         status_->running.store(1, std::memory_order_release);
     }
     void end_item() noexcept {
@@ -62,13 +65,25 @@ public:
 
     // Records the running task's value. A value that cannot be encoded is recorded as that
     // task's error instead.
+    // Makes room for the results of `tasks` tasks that return R, when R's size is fixed.
+    template <class R>
+    void reserve(std::uint32_t tasks) {
+        if constexpr (wire_detail::is_block_copyable<R>) {
+            writer_.reserve(std::size_t{tasks} * (sizeof(ItemLength) + 1 + sizeof(R)));
+        }
+    }
+
     template <class R>
     void ok(const R& value) {
         writer_.begin_item();
         try {
             writer_.buffer().push_back(std::byte{static_cast<std::uint8_t>(ResultStatus::ok)});
-            FdOutboxScope scope(outbox_);
-            encode(writer_.buffer(), value);
+            if constexpr (wire_detail::is_block_copyable<R>) {
+                encode(writer_.buffer(), value);  // a number holds no descriptor
+            } else {
+                FdOutboxScope scope(outbox_);
+                encode(writer_.buffer(), value);
+            }
             writer_.end_item();
         } catch (...) {
             writer_.abandon_item();
@@ -89,6 +104,7 @@ private:
     FrameWriter writer_;
     FdOutbox outbox_;
     WorkerStatus* status_;
+    bool timed_;
     std::size_t errors_ = 0;
 };
 
@@ -151,6 +167,12 @@ void run_chunk(const Frame& frame, ResultWriter& out) {
     } catch (...) {
         unresolved = std::current_exception();
     }
+    using R = task_result_t<F, ArgTuple>;
+    // Every task has at least its length prefix in the payload that arrived: the reservation
+    // follows the bytes received, not what the header claims.
+    const auto tasks = static_cast<std::uint32_t>(
+        std::min<std::size_t>(header.item_count, frame.payload().size() / sizeof(ItemLength)));
+    if constexpr (!std::is_void_v<R>) out.reserve<std::decay_t<R>>(tasks);
     for (std::uint32_t index = 0; index < header.item_count; ++index) {
         out.begin_item(index);
         try {
@@ -176,19 +198,39 @@ void run_chunk(const Frame& frame, ResultWriter& out) {
 template <class F, class ArgTuple>
 inline const std::uint64_t entry_address = register_entry(&run_chunk<F, ArgTuple>);
 
+// Whether every element of a tuple of arguments encodes as its own bytes, and their total.
+template <class ArgTuple>
+inline constexpr bool fixed_size = false;
+template <class... T>
+inline constexpr bool fixed_size<std::tuple<T...>> = (wire_detail::is_block_copyable<T> && ...);
+template <class ArgTuple>
+inline constexpr std::size_t args_bytes = 0;
+template <class... T>
+inline constexpr std::size_t args_bytes<std::tuple<T...>> = (sizeof(T) + ... + 0);
+
 // Builds a task frame in the parent, one call's arguments at a time.
 template <class F, class ArgTuple>
 class TaskEncoder {
 public:
-    explicit TaskEncoder(F f)
-        : writer_(FrameKind::task, 0, entry_address<F, ArgTuple>, callable_to_wire(f)) {}
+    // Makes room for `tasks` calls when the arguments' size is fixed.
+    explicit TaskEncoder(F f, std::size_t tasks = 0)
+        : writer_(FrameKind::task, 0, entry_address<F, ArgTuple>, callable_to_wire(f)) {
+        if constexpr (fixed_size<ArgTuple>) {
+            writer_.reserve(tasks * (sizeof(ItemLength) + args_bytes<ArgTuple>));
+        }
+    }
 
     // Adds a call with the arguments of a tuple-like `args`.
     template <class Tuple>
     void add(const Tuple& args) {
         writer_.begin_item();
-        FdOutboxScope scope(outbox_);
-        std::apply([&](const auto&... values) { encode_args(values...); }, args);
+        if constexpr (fixed_size<ArgTuple>) {
+            // Numbers hold no descriptor.
+            std::apply([&](const auto&... values) { encode_args(values...); }, args);
+        } else {
+            FdOutboxScope scope(outbox_);
+            std::apply([&](const auto&... values) { encode_args(values...); }, args);
+        }
         writer_.end_item();
     }
     std::size_t size() const noexcept { return writer_.item_count(); }

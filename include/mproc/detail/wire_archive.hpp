@@ -298,6 +298,15 @@ requires(!std::is_same_v<T, bool>) void CEREAL_LOAD_FUNCTION_NAME(WireInputArchi
 // size it had, so a half-written value never reaches a frame.
 template <class... T>
 void encode(std::vector<std::byte>& out, const T&... values) {
+    if constexpr ((wire_detail::is_block_copyable<T> && ...)) {
+        // The same bytes as the archive writes, without building one: on a tiny task, the
+        // archive's construction costs more than the task.
+        const std::size_t start = out.size();
+        out.resize(start + (sizeof(T) + ... + 0));
+        std::byte* at = out.data() + start;
+        ((std::memcpy(at, std::addressof(values), sizeof(T)), at += sizeof(T)), ...);
+        return;
+    }
     const std::size_t start = out.size();
     try {
         WireOutputArchive archive(out);
@@ -325,6 +334,20 @@ void decode(std::span<const std::byte> in, T&... values) {
                         "they are corrupt or truncated (") +
             what + ")");
     };
+    if constexpr ((wire_detail::is_block_copyable<T> && ...)) {
+        // Plain copies, as in encode, with the archive's checks: no byte read past the end,
+        // none left over.
+        constexpr std::size_t size = (sizeof(T) + ... + 0);
+        if (in.size() != size) {
+            throw SerializationError("mproc: values of " + std::to_string(size) +
+                                     " bytes arrived as " + std::to_string(in.size()) +
+                                     " bytes; the bytes are truncated, corrupt or were encoded "
+                                     "as other types");
+        }
+        const std::byte* at = in.data();
+        ((std::memcpy(std::addressof(values), at, sizeof(T)), at += sizeof(T)), ...);
+        return;
+    }
     try {
         WireInputArchive archive(in);
         archive(values...);

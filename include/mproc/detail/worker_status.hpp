@@ -13,6 +13,9 @@ struct WorkerStatus {
     std::atomic<std::uint32_t> item{0};         // the task within it
     std::atomic<std::uint32_t> running{0};      // 1 between the start and the end of a task
     std::atomic<std::int64_t> started_ns{0};    // steady_clock time when the task started
+    // Set by the pool when it has a task_timeout: only then is started_ns kept, since reading
+    // the clock costs more than a tiny task.
+    std::atomic<std::uint32_t> timed{0};
 };
 
 }  // namespace mproc::detail
