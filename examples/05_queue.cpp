@@ -15,7 +15,9 @@ struct Order {
     int quantity = 0;
     double unit_price = 0;
     template <class Archive>
-    void serialize(Archive& archive) { archive(customer, quantity, unit_price); }
+    void serialize(Archive& archive) {
+        archive(customer, quantity, unit_price);
+    }
 };
 
 struct Invoice {
@@ -23,7 +25,9 @@ struct Invoice {
     double total = 0;
     int worker_pid = 0;
     template <class Archive>
-    void serialize(Archive& archive) { archive(customer, total, worker_pid); }
+    void serialize(Archive& archive) {
+        archive(customer, total, worker_pid);
+    }
 };
 
 // Each worker lives until it takes an empty optional: the parent puts one per worker after the

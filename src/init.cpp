@@ -20,10 +20,16 @@ void init(int argc, char** argv) {
     }
 }
 
-bool initialized() noexcept { return init_called.load(); }
+bool initialized() noexcept {
+    return init_called.load();
+}
 
-void set_start_method(StartMethod method) noexcept { default_method.store(method); }
+void set_start_method(StartMethod method) noexcept {
+    default_method.store(method);
+}
 
-StartMethod get_start_method() noexcept { return default_method.load(); }
+StartMethod get_start_method() noexcept {
+    return default_method.load();
+}
 
 }  // namespace mproc

@@ -8,8 +8,8 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "mproc/errors.hpp"
 #include "mproc/detail/wire_archive.hpp"
+#include "mproc/errors.hpp"
 #include "os/process.hpp"
 #include "os/socket.hpp"
 #include "transport/socket_link.hpp"
@@ -21,7 +21,7 @@ namespace mproc {
 namespace detail {
 
 class ProcessState {
-public:
+  public:
     ProcessState(ProcessOptions options, std::unique_ptr<ProcessTarget> target)
         : options_(std::move(options)), target_(std::move(target)) {
         static std::atomic<int> created{0};
@@ -29,7 +29,8 @@ public:
     }
 
     void start() {
-        if (pid_ != 0) throw StateError("mproc: process '" + options_.name + "' was already started");
+        if (pid_ != 0)
+            throw StateError("mproc: process '" + options_.name + "' was already started");
         require_served_role_taken();
         if (options_.start_method.value_or(get_start_method()) == StartMethod::fork) {
             const pid_t pid = fork_child();
@@ -71,7 +72,7 @@ public:
     pid_t pid() const noexcept { return pid_; }
     const ProcessOptions& options() const noexcept { return options_; }
 
-private:
+  private:
     [[noreturn]] void run_child() {
         set_process_title(options_.name.c_str());
         enable_throw_backtraces();
@@ -104,7 +105,8 @@ private:
         std::vector<std::byte> name;
         encode(name, options_.name);
         SocketLink link(std::move(here));
-        if (link.send(bootstrap_frame(Role::process, {name}, {}))) link.send(copy_frame(call->frame()));
+        if (link.send(bootstrap_frame(Role::process, {name}, {})))
+            link.send(copy_frame(call->frame()));
         return pid;
     }
 
@@ -154,22 +156,36 @@ detail::ProcessState& Process::started_state(const char* what) const {
     return *state_;
 }
 
-void Process::start() { started_state("start").start(); }
-void Process::join() { started_state("join").join_for(std::nullopt); }
+void Process::start() {
+    started_state("start").start();
+}
+void Process::join() {
+    started_state("join").join_for(std::nullopt);
+}
 bool Process::join_for(std::chrono::milliseconds timeout) {
     return started_state("join").join_for(timeout);
 }
-bool Process::is_alive() { return state_ && state_->pid() != 0 && !state_->exitcode(); }
-void Process::terminate() { started_state("terminate").signal(SIGTERM, "terminate"); }
-void Process::kill() { started_state("kill").signal(SIGKILL, "kill"); }
+bool Process::is_alive() {
+    return state_ && state_->pid() != 0 && !state_->exitcode();
+}
+void Process::terminate() {
+    started_state("terminate").signal(SIGTERM, "terminate");
+}
+void Process::kill() {
+    started_state("kill").signal(SIGKILL, "kill");
+}
 std::optional<int> Process::exitcode() {
     return state_ ? state_->exitcode() : std::nullopt;
 }
-pid_t Process::pid() const noexcept { return state_ ? state_->pid() : 0; }
+pid_t Process::pid() const noexcept {
+    return state_ ? state_->pid() : 0;
+}
 const std::string& Process::name() const noexcept {
     static const std::string moved_from;
     return state_ ? state_->options().name : moved_from;
 }
-bool Process::daemon() const noexcept { return state_ && state_->options().daemon; }
+bool Process::daemon() const noexcept {
+    return state_ && state_->options().daemon;
+}
 
 }  // namespace mproc

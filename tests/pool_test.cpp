@@ -41,9 +41,15 @@ namespace {
 using namespace std::chrono_literals;
 using app::parse_or_throw;
 
-int square(int x) { return x * x; }
-int add(int a, int b) { return a + b; }
-pid_t worker_pid(int) { return ::getpid(); }
+int square(int x) {
+    return x * x;
+}
+int add(int a, int b) {
+    return a + b;
+}
+pid_t worker_pid(int) {
+    return ::getpid();
+}
 
 std::string describe(const std::string& name, int count, double weight) {
     return name + ":" + std::to_string(count) + ":" + std::to_string(static_cast<int>(weight));
@@ -64,21 +70,26 @@ int abort_on_ten(int x) {
     return x;
 }
 
-
 int sleep_when_negative(int x) {
     if (x < 0) std::this_thread::sleep_for(60s);
     return x;
 }
 
-void mark(mproc::SharedArray<int> marks, int index) { marks[static_cast<std::size_t>(index)] = 1; }
+void mark(mproc::SharedArray<int> marks, int index) {
+    marks[static_cast<std::size_t>(index)] = 1;
+}
 
-std::size_t length_of(const std::vector<char>& bytes) { return bytes.size(); }
+std::size_t length_of(const std::vector<char>& bytes) {
+    return bytes.size();
+}
 
 void count_initialization(mproc::SharedArray<int> counter, int step) {
     __atomic_fetch_add(&counter[0], step, __ATOMIC_SEQ_CST);
 }
 
-void throwing_initializer() { throw std::logic_error("no configuration"); }
+void throwing_initializer() {
+    throw std::logic_error("no configuration");
+}
 
 mproc::SharedArray<int> make_filled(int size, int value) {
     mproc::SharedArray<int> array(static_cast<std::size_t>(size));
@@ -88,7 +99,7 @@ mproc::SharedArray<int> make_filled(int size, int value) {
 
 // Every behaviour below holds under each start method.
 class PoolTest : public testing::TestWithParam<mproc::StartMethod> {
-protected:
+  protected:
     mproc::PoolOptions options(std::size_t processes, mproc::PoolOptions base = {}) const {
         base.processes = processes;
         base.start_method = GetParam();
@@ -103,7 +114,8 @@ INSTANTIATE_TEST_SUITE_P(StartMethods, PoolTest,
 
 TEST_P(PoolTest, MapReturnsResultsInInputOrder) {
     mproc::Pool pool(options(2));
-    EXPECT_EQ(pool.map(square, std::vector<int>{1, 2, 3, 4, 5}), (std::vector<int>{1, 4, 9, 16, 25}));
+    EXPECT_EQ(pool.map(square, std::vector<int>{1, 2, 3, 4, 5}),
+              (std::vector<int>{1, 4, 9, 16, 25}));
 }
 
 TEST_P(PoolTest, MapAcceptsAnyInputRange) {
@@ -168,7 +180,8 @@ TEST_P(PoolTest, ContainersAndStringsTravelBothWays) {
 
 TEST_P(PoolTest, CapturelessLambdasAreSendable) {
     mproc::Pool pool(options(2));
-    EXPECT_EQ(pool.map([](int x) { return x + 1; }, std::vector<int>{1, 2}), (std::vector<int>{2, 3}));
+    EXPECT_EQ(pool.map([](int x) { return x + 1; }, std::vector<int>{1, 2}),
+              (std::vector<int>{2, 3}));
 }
 
 TEST_P(PoolTest, ApplyReturnsTheValueOfOneCall) {
@@ -351,7 +364,8 @@ TEST_P(PoolTest, DestructorFinishesTheSubmittedWork) {
 TEST_P(PoolTest, InitializerRunsOnceInEachWorkerWithItsArguments) {
     mproc::SharedArray<int> counter(1);
     {
-        mproc::Pool pool(options(2, {.initializer = mproc::bind(count_initialization, counter, 10)}));
+        mproc::Pool pool(
+            options(2, {.initializer = mproc::bind(count_initialization, counter, 10)}));
         pool.map(square, std::views::iota(0, 100));
     }
     EXPECT_EQ(counter[0], 20);

@@ -52,9 +52,12 @@ struct StartMethodName {
     template <class ParamInfo>
     std::string operator()(const ParamInfo& info) const {
         switch (info.param) {
-            case StartMethod::fork: return "fork";
-            case StartMethod::spawn: return "spawn";
-            case StartMethod::forkserver: return "forkserver";
+            case StartMethod::fork:
+                return "fork";
+            case StartMethod::spawn:
+                return "spawn";
+            case StartMethod::forkserver:
+                return "forkserver";
         }
         return "unknown";
     }

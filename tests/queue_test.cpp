@@ -27,7 +27,9 @@ using mproc::JoinableQueue;
 using mproc::Process;
 using mproc::Queue;
 
-std::vector<char> block_of(std::size_t size, char fill) { return std::vector<char>(size, fill); }
+std::vector<char> block_of(std::size_t size, char fill) {
+    return std::vector<char>(size, fill);
+}
 
 int drain_into_sum(Queue<int> queue, int count) {
     int sum = 0;
@@ -165,7 +167,8 @@ TEST(Queue, AQueueIsAValidPoolTaskArgument) {
     mproc::Pool pool(2);
     Queue<int> queue;  // made after the workers: it reaches them as descriptors
     for (int i = 1; i <= 100; ++i) queue.put(i);
-    const auto sums = pool.starmap(drain_into_sum, std::vector<std::pair<Queue<int>, int>>{{queue, 50}, {queue, 50}});
+    const auto sums = pool.starmap(
+        drain_into_sum, std::vector<std::pair<Queue<int>, int>>{{queue, 50}, {queue, 50}});
     EXPECT_EQ(sums[0] + sums[1], 5050);
     EXPECT_TRUE(queue.empty());
 }
@@ -298,7 +301,8 @@ TEST_P(QueueAcrossStartMethods, PoolWorkersDrainAQueueGivenAsATaskArgument) {
     mproc::Pool pool(mproc::PoolOptions{.processes = 2, .start_method = GetParam()});
     Queue<int> queue;
     for (int i = 1; i <= 100; ++i) queue.put(i);
-    const auto sums = pool.starmap(drain_into_sum, std::vector<std::pair<Queue<int>, int>>{{queue, 50}, {queue, 50}});
+    const auto sums = pool.starmap(
+        drain_into_sum, std::vector<std::pair<Queue<int>, int>>{{queue, 50}, {queue, 50}});
     EXPECT_EQ(sums[0] + sums[1], 5050);
 }
 

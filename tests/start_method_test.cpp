@@ -54,8 +54,12 @@ namespace {
 using namespace std::chrono_literals;
 
 int global_set_before_the_pool = 0;
-int read_global(int) { return global_set_before_the_pool; }
-pid_t worker_parent(int) { return ::getppid(); }
+int read_global(int) {
+    return global_set_before_the_pool;
+}
+pid_t worker_parent(int) {
+    return ::getppid();
+}
 void write_at(mproc::SharedArray<int> out, int index, int value) {
     out[static_cast<std::size_t>(index)] = value;
 }
@@ -103,7 +107,8 @@ TEST(StartMethods, SpawnedWorkersFindFunctionsInSharedLibraries) {
 
 TEST(StartMethods, ASpawnedProcessRunsASendableCallWithItsArguments) {
     mproc::SharedArray<int> out(1);
-    mproc::Process process(mproc::ProcessOptions{.start_method = StartMethod::spawn}, write_at, out, 0, 7);
+    mproc::Process process(mproc::ProcessOptions{.start_method = StartMethod::spawn}, write_at, out,
+                           0, 7);
     process.start();
     ASSERT_TRUE(process.join(60s));
     EXPECT_EQ(process.exitcode(), 0);
@@ -111,8 +116,9 @@ TEST(StartMethods, ASpawnedProcessRunsASendableCallWithItsArguments) {
 }
 
 TEST(StartMethods, ASpawnedProcessThatThrowsExitsWithOne) {
-    mproc::Process process(mproc::ProcessOptions{.start_method = StartMethod::spawn},
-                           [](int) { throw std::runtime_error("spawned failure"); }, 1);
+    mproc::Process process(
+        mproc::ProcessOptions{.start_method = StartMethod::spawn},
+        [](int) { throw std::runtime_error("spawned failure"); }, 1);
     process.start();
     ASSERT_TRUE(process.join(60s));
     EXPECT_EQ(process.exitcode(), 1);
@@ -135,7 +141,8 @@ TEST(StartMethods, ABootstrapFromAnotherBuildIsRefused) {
         mproc::detail::check_bootstrap(writer.finish(), mproc::detail::Role::worker);
         FAIL() << "expected an error";
     } catch (const mproc::Error& error) {
-        EXPECT_NE(std::string(error.what()).find("another build"), std::string::npos) << error.what();
+        EXPECT_NE(std::string(error.what()).find("another build"), std::string::npos)
+            << error.what();
     }
 }
 

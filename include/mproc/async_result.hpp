@@ -18,7 +18,7 @@ namespace detail {
 // What an AsyncResult waits on: filled once, by the pool's collector, with a value or an error.
 template <class T>
 class ResultState {
-public:
+  public:
     using Stored = std::conditional_t<std::is_void_v<T>, bool, T>;
 
     template <class... V>
@@ -65,8 +65,8 @@ public:
             return true;
         }
         std::unique_lock lock(mutex_);
-        return ready_cv_.wait_until(
-            lock, now + std::chrono::ceil<Clock::duration>(timeout), [&] { return ready_; });
+        return ready_cv_.wait_until(lock, now + std::chrono::ceil<Clock::duration>(timeout),
+                                    [&] { return ready_; });
     }
     bool ready() const {
         std::lock_guard lock(mutex_);
@@ -89,7 +89,7 @@ public:
         }
     }
 
-private:
+  private:
     mutable std::mutex mutex_;
     std::condition_variable ready_cv_;
     bool ready_ = false;
@@ -104,7 +104,7 @@ private:
 // pool has its value or its error. Copies refer to the same result.
 template <class T>
 class AsyncResult {
-public:
+  public:
     explicit AsyncResult(std::shared_ptr<detail::ResultState<T>> state) noexcept
         : state_(std::move(state)) {}
 
@@ -133,7 +133,7 @@ public:
     // True when the task ended without an error; StateError if it is not ready yet.
     bool successful() const { return state_->successful(); }
 
-private:
+  private:
     std::shared_ptr<detail::ResultState<T>> state_;
 };
 

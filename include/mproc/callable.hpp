@@ -18,10 +18,9 @@ namespace mproc {
 // A callable that another process running the same program can call knowing only its type and,
 // for a function pointer, its address: nothing it captured has to travel.
 template <class F>
-concept SendableCallable =
-    (std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>) ||
-    (std::is_class_v<F> && std::is_empty_v<F> && std::is_default_constructible_v<F> &&
-     std::is_trivially_copyable_v<F>);
+concept SendableCallable = (std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>) ||
+                           (std::is_class_v<F> && std::is_empty_v<F> &&
+                            std::is_default_constructible_v<F> && std::is_trivially_copyable_v<F>);
 
 namespace detail {
 
@@ -41,13 +40,13 @@ constexpr void require_sendable() {
 // A sendable callable together with its arguments, encoded once: what PoolOptions::initializer
 // holds. Copies share the encoded call.
 class BoundCall {
-public:
+  public:
     explicit BoundCall(std::shared_ptr<const detail::Frame> call) noexcept
         : call_(std::move(call)) {}
     // A task frame of one item, run by a worker like any task.
     const detail::Frame& frame() const noexcept { return *call_; }
 
-private:
+  private:
     std::shared_ptr<const detail::Frame> call_;
 };
 

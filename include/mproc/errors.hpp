@@ -3,15 +3,15 @@
 // The errors mproc throws. Every one derives from mproc::Error, itself a std::runtime_error,
 // so `catch (const mproc::Error&)` catches all of them and what() always says what happened.
 
+#include <sys/types.h>
 #include <stdexcept>
 #include <string>
-#include <sys/types.h>
 
 namespace mproc {
 
 // The base of every error mproc throws.
 class Error : public std::runtime_error {
-public:
+  public:
     using std::runtime_error::runtime_error;
 };
 
@@ -20,14 +20,14 @@ public:
 // function has no name in the dynamic symbol table (a static function, a lambda, the cold part
 // of an optimised function) shows as ?? with its module and offset, for addr2line.
 class RemoteError : public Error {
-public:
+  public:
     RemoteError(std::string type_name, std::string message, std::string traceback);
 
     const std::string& type_name() const noexcept { return type_name_; }
     const std::string& message() const noexcept { return message_; }
     const std::string& traceback() const noexcept { return traceback_; }
 
-private:
+  private:
     std::string type_name_;
     std::string message_;
     std::string traceback_;
@@ -37,14 +37,14 @@ private:
 // exit_code() is the value it passed to exit (0 when it was killed by a signal); signal() is
 // the number of the signal that ended it (0 when it exited).
 class WorkerLost : public Error {
-public:
+  public:
     WorkerLost(pid_t pid, int exit_code, int signal);
 
     pid_t pid() const noexcept { return pid_; }
     int exit_code() const noexcept { return exit_code_; }
     int signal() const noexcept { return signal_; }
 
-private:
+  private:
     pid_t pid_;
     int exit_code_;
     int signal_;
@@ -52,38 +52,38 @@ private:
 
 // A get, join or queue wait ran past its deadline, or a task ran past the pool's task_timeout.
 class TimeoutError : public Error {
-public:
+  public:
     using Error::Error;
 };
 
 // Misuse: a submit after close, a second start, successful() before the result is ready.
 class StateError : public Error {
-public:
+  public:
     using Error::Error;
 };
 
 // A queue get that found nothing in time.
 class Empty : public Error {
-public:
+  public:
     using Error::Error;
 };
 
 // A queue put that found no room in time.
 class Full : public Error {
-public:
+  public:
     using Error::Error;
 };
 
 // A value could not be encoded, or bytes that arrived could not be decoded: corrupt,
 // truncated or larger than the frame limit.
 class SerializationError : public Error {
-public:
+  public:
     using Error::Error;
 };
 
 // A manager connection that did not prove it knows the authkey.
 class AuthenticationError : public Error {
-public:
+  public:
     using Error::Error;
 };
 

@@ -44,9 +44,9 @@ struct PoolOptions {
 // element whose task failed throws its error; the elements after it can still be read.
 template <class R>
 class ImapRange {
-public:
+  public:
     class iterator {
-    public:
+      public:
         using value_type = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
         using difference_type = std::ptrdiff_t;
 
@@ -72,7 +72,7 @@ public:
             return it.position_ == it.total_;
         }
 
-    private:
+      private:
         friend class ImapRange;
         iterator(std::shared_ptr<detail::StreamJob<R>> job, std::size_t total)
             : job_(std::move(job)), total_(total) {}
@@ -93,7 +93,7 @@ public:
     std::default_sentinel_t end() const noexcept { return {}; }
     std::size_t size() const noexcept { return total_; }
 
-private:
+  private:
     std::shared_ptr<detail::StreamJob<R>> job_;
     std::size_t total_;
 };
@@ -119,7 +119,7 @@ std::size_t default_chunksize(std::size_t tasks, std::size_t workers) noexcept;
 }  // namespace detail
 
 class Pool {
-public:
+  public:
     // A pool of process_cpu_count() workers, started now with the default start method.
     Pool();
     explicit Pool(std::size_t processes);
@@ -152,8 +152,9 @@ public:
     template <class F, std::ranges::input_range Inputs>
     auto starmap_async(F f, Inputs&& inputs, std::size_t chunksize = 0) {
         using ArgTuple = detail::star_args_t<std::ranges::range_reference_t<Inputs>>;
-        return submit_map<F, ArgTuple>(f, std::forward<Inputs>(inputs), chunksize,
-                                       [](const auto& t) -> const auto& { return t; });
+        return submit_map<F, ArgTuple>(
+            f, std::forward<Inputs>(inputs), chunksize,
+            [](const auto& t) -> const auto& { return t; });
     }
 
     // f(x) for each x of inputs, read lazily in input order (imap) or as tasks finish
@@ -196,7 +197,7 @@ public:
     // Stops the workers now. Tasks not finished fail with StateError.
     void terminate() { core_->terminate(); }
 
-private:
+  private:
     template <class F, class ArgTuple>
     using result_t = detail::task_result_t<F, ArgTuple>;
 
@@ -259,7 +260,8 @@ private:
             return std::move(result);
         } else {
             std::vector<std::ranges::range_value_t<Inputs>> materialised;
-            for (auto&& input : inputs) materialised.push_back(std::forward<decltype(input)>(input));
+            for (auto&& input : inputs)
+                materialised.push_back(std::forward<decltype(input)>(input));
             return encode_and_submit<F, ArgTuple>(f, materialised, chunksize, default_chunk,
                                                   as_args, make_job);
         }
@@ -271,9 +273,9 @@ private:
         return encode_and_submit<F, ArgTuple>(
             f, std::forward<Inputs>(inputs), chunksize, 0, as_args, [](std::size_t tasks) {
                 auto state = std::make_shared<detail::ResultState<detail::map_result_t<R>>>();
-                return std::pair{std::shared_ptr<detail::Job>(
-                                     std::make_shared<detail::MapJob<R>>(tasks, state)),
-                                 AsyncResult<detail::map_result_t<R>>(std::move(state))};
+                return std::pair{
+                    std::shared_ptr<detail::Job>(std::make_shared<detail::MapJob<R>>(tasks, state)),
+                    AsyncResult<detail::map_result_t<R>>(std::move(state))};
             });
     }
 

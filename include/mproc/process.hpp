@@ -2,12 +2,12 @@
 
 // Process: one child process running one callable, as Python's multiprocessing.Process.
 
+#include <sys/types.h>
 #include <chrono>
 #include <concepts>
 #include <memory>
 #include <optional>
 #include <string>
-#include <sys/types.h>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -30,7 +30,7 @@ namespace detail {
 
 // The callable and its arguments, type-erased; run once, in the child.
 class ProcessTarget {
-public:
+  public:
     virtual ~ProcessTarget() = default;
     // Runs the call here: in the child of a fork.
     virtual void run() = 0;
@@ -45,7 +45,7 @@ inline constexpr bool encodable_v =
 
 template <class F, class... Args>
 class BoundTarget final : public ProcessTarget {
-public:
+  public:
     BoundTarget(F f, Args... args) : f_(std::move(f)), args_(std::move(args)...) {}
     void run() override { std::apply(f_, std::move(args_)); }
     std::optional<BoundCall> encode_for_spawn() const override {
@@ -57,7 +57,7 @@ public:
         }
     }
 
-private:
+  private:
     F f_;
     std::tuple<Args...> args_;
 };
@@ -80,16 +80,17 @@ class ProcessState;
 // A Process that was moved from acts as one never started: pid() 0, exitcode() nullopt,
 // is_alive() false; start, join, terminate and kill throw StateError.
 class Process {
-public:
+  public:
     template <class F, class... Args>
-        requires(!std::same_as<std::decay_t<F>, ProcessOptions> &&
-                 std::invocable<std::decay_t<F>&, std::decay_t<Args>&&...>)
-    explicit Process(F&& f, Args&&... args)
+    requires(
+        !std::same_as<std::decay_t<F>, ProcessOptions> &&
+        std::invocable<std::decay_t<F>&, std::decay_t<Args>&&...>) explicit Process(F&& f,
+                                                                                    Args&&... args)
         : Process(ProcessOptions{}, std::forward<F>(f), std::forward<Args>(args)...) {}
 
     template <class F, class... Args>
-        requires std::invocable<std::decay_t<F>&, std::decay_t<Args>&&...>
-    Process(ProcessOptions options, F&& f, Args&&... args)
+    requires std::invocable < std::decay_t<F>
+    &, std::decay_t<Args>&&... > Process(ProcessOptions options, F&& f, Args&&... args)
         : Process(std::move(options),
                   std::make_unique<detail::BoundTarget<std::decay_t<F>, std::decay_t<Args>...>>(
                       std::forward<F>(f), std::forward<Args>(args)...)) {}
@@ -123,7 +124,7 @@ public:
     const std::string& name() const noexcept;
     bool daemon() const noexcept;
 
-private:
+  private:
     Process(ProcessOptions options, std::unique_ptr<detail::ProcessTarget> target);
     bool join_for(std::chrono::milliseconds timeout);
     // The state, or StateError for a Process that was moved from.

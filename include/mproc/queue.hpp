@@ -29,7 +29,7 @@ namespace mproc {
 // cannot be put: pass handles as task or Process arguments.
 template <class T>
 class Queue {
-public:
+  public:
     // An unbounded queue.
     Queue() : core_(detail::QueueCore::create(0)) {}
     // A queue of at most maxsize items (0: unbounded); put waits while it is full.
@@ -91,10 +91,10 @@ public:
         core_ = detail::QueueCore::adopt(inbox.take(header), inbox.take(ring));
     }
 
-protected:
+  protected:
     std::shared_ptr<detail::QueueCore> core_;
 
-private:
+  private:
     // An item's bytes on their way in or out, in a buffer each thread reuses, so that a put or
     // a get allocates nothing once the buffer has grown to the items' size.
     static std::vector<std::byte>& buffer() {
@@ -127,7 +127,7 @@ private:
 // join() waits until none is left, as in Python.
 template <class T>
 class JoinableQueue : public Queue<T> {
-public:
+  public:
     using Queue<T>::Queue;
 
     // Ends one task taken from the queue. StateError when called more often than items were put.

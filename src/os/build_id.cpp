@@ -20,7 +20,8 @@ std::string read_build_id_note() {
             for (int i = 0; i < info->dlpi_phnum; ++i) {
                 const auto& header = info->dlpi_phdr[i];
                 if (header.p_type != PT_NOTE) continue;
-                const auto* at = reinterpret_cast<const unsigned char*>(info->dlpi_addr + header.p_vaddr);
+                const auto* at =
+                    reinterpret_cast<const unsigned char*>(info->dlpi_addr + header.p_vaddr);
                 const auto* end = at + header.p_memsz;
                 while (at + sizeof(ElfW(Nhdr)) <= end) {
                     ElfW(Nhdr) note;

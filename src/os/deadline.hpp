@@ -7,7 +7,7 @@ namespace mproc::detail {
 
 // A point in time to give up at, or none. Timeouts too long to add to the clock mean none.
 class Deadline {
-public:
+  public:
     using Clock = std::chrono::steady_clock;
 
     static Deadline never() noexcept { return Deadline(); }
@@ -35,7 +35,7 @@ public:
         return std::max(Clock::duration::zero(), *at_ - Clock::now());
     }
 
-private:
+  private:
     std::optional<Clock::time_point> at_;
 };
 

@@ -13,7 +13,8 @@ namespace mproc::detail {
 
 static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
 
-bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, const Deadline& deadline) {
+bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
+                const Deadline& deadline) {
     timespec relative{};
     timespec* timeout = nullptr;
     if (auto left = deadline.remaining()) {

@@ -85,6 +85,8 @@ std::optional<ExitStatus> reap(pid_t pid, bool wait) {
     return decode_wait_status(status);
 }
 
-void set_process_title(const char* title) noexcept { ::prctl(PR_SET_NAME, title); }
+void set_process_title(const char* title) noexcept {
+    ::prctl(PR_SET_NAME, title);
+}
 
 }  // namespace mproc::detail

@@ -2,9 +2,9 @@
 
 // Processes: fork, the death signal that ties a child to its parent, pidfds, exit statuses.
 
+#include <sys/types.h>
 #include <chrono>
 #include <optional>
-#include <sys/types.h>
 
 #include "mproc/detail/unique_fd.hpp"
 

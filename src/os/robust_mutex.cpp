@@ -24,15 +24,18 @@ namespace {
 
 LockOutcome settle(pthread_mutex_t& mutex, int result, const char* what) {
     switch (result) {
-        case 0: return LockOutcome::acquired;
+        case 0:
+            return LockOutcome::acquired;
         case EOWNERDEAD:
             pthread_mutex_consistent(&mutex);
             return LockOutcome::acquired_from_dead_owner;
         case ETIMEDOUT:
-        case EBUSY: return LockOutcome::timed_out;
+        case EBUSY:
+            return LockOutcome::timed_out;
         case EDEADLK:
             throw StateError("mproc: a lock was acquired again by the thread that holds it");
-        default: throw_system_error(what, result);
+        default:
+            throw_system_error(what, result);
     }
 }
 

@@ -26,13 +26,13 @@ void unlock_robust(pthread_mutex_t& mutex) noexcept;
 
 // Holds a robust mutex for a scope.
 class RobustLockGuard {
-public:
+  public:
     explicit RobustLockGuard(pthread_mutex_t& mutex) : mutex_(mutex) { lock_robust(mutex_); }
     ~RobustLockGuard() { unlock_robust(mutex_); }
     RobustLockGuard(const RobustLockGuard&) = delete;
     RobustLockGuard& operator=(const RobustLockGuard&) = delete;
 
-private:
+  private:
     pthread_mutex_t& mutex_;
 };
 

@@ -43,8 +43,9 @@ void collect_fds(msghdr& message, std::vector<UniqueFd>& out) {
         }
     }
     if ((message.msg_flags & MSG_CTRUNC) != 0) {
-        throw SerializationError("mproc: descriptors sent with a message were lost (truncated "
-                                 "control data; is the process out of descriptors?)");
+        throw SerializationError(
+            "mproc: descriptors sent with a message were lost (truncated "
+            "control data; is the process out of descriptors?)");
     }
 }
 

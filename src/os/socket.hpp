@@ -2,9 +2,9 @@
 
 // Unix sockets and the descriptors they carry (SCM_RIGHTS).
 
+#include <sys/types.h>
 #include <cstddef>
 #include <span>
-#include <sys/types.h>
 #include <utility>
 #include <vector>
 

@@ -67,9 +67,9 @@ struct Worker {
     std::unique_ptr<Link> link;
     std::deque<Chunk> in_flight;
     std::size_t tasks_given = 0;
-    std::size_t depth = chunks_in_flight;  // chunks it may have in flight, by its pace
+    std::size_t depth = chunks_in_flight;              // chunks it may have in flight, by its pace
     std::chrono::steady_clock::time_point busy_since;  // its last results, or its first chunk
-    bool stopping = false;          // told to stop: retired, or the pool is ending
+    bool stopping = false;  // told to stop: retired, or the pool is ending
     bool killed_for_timeout = false;
 };
 
@@ -104,8 +104,8 @@ struct PoolCore::Impl {
     std::vector<std::optional<Worker>> workers;  // by slot
     std::vector<bool> launching;                 // by slot: asked for, not yet started
     std::uint64_t next_sequence = 1;
-    bool woken = true;  // poll saw the eventfd readable
-    std::vector<pollfd> poll_fds;         // poll_once's, kept to reuse their memory
+    bool woken = true;             // poll saw the eventfd readable
+    std::vector<pollfd> poll_fds;  // poll_once's, kept to reuse their memory
     std::vector<std::uint32_t> poll_slots;
     std::exception_ptr broken;  // the initializer's error: no task can run
     bool shutting_down = false;
@@ -231,7 +231,8 @@ void PoolCore::Impl::dispatch() {
     // every worker has its first, so a few long tasks spread over every worker.
     // Chunks are kept back for workers still starting, who would otherwise find them queued
     // behind another worker's chunk.
-    const auto starting = static_cast<std::size_t>(std::count(launching.begin(), launching.end(), true));
+    const auto starting =
+        static_cast<std::size_t>(std::count(launching.begin(), launching.end(), true));
     std::size_t depth = 0;
     for (const auto& worker : workers) {
         if (worker) depth = std::max(depth, worker->depth);
@@ -380,9 +381,14 @@ void PoolCore::Impl::deliver(Worker& worker, const Frame& frame) {
 bool PoolCore::Impl::handle_launcher_events() {
     while (auto event = launcher->next_event()) {
         switch (event->kind) {
-            case WorkerLauncher::Event::Kind::started: handle_started(*event); break;
-            case WorkerLauncher::Event::Kind::exited: handle_exited(*event); break;
-            case WorkerLauncher::Event::Kind::gone: return false;
+            case WorkerLauncher::Event::Kind::started:
+                handle_started(*event);
+                break;
+            case WorkerLauncher::Event::Kind::exited:
+                handle_exited(*event);
+                break;
+            case WorkerLauncher::Event::Kind::gone:
+                return false;
         }
     }
     return true;
@@ -407,8 +413,10 @@ void PoolCore::Impl::handle_exited(const WorkerLauncher::Event& event) {
     read_results(*slot);  // what it sent before it died still counts
     if (!slot->in_flight.empty()) handle_lost(*slot, event.status);
     slot.reset();
-    if (!broken && (event.status.exit_code == exit_missing_init ||
-                    event.status.exit_code == exit_bootstrap_failed) && event.status.signal == 0) {
+    if (!broken &&
+        (event.status.exit_code == exit_missing_init ||
+         event.status.exit_code == exit_bootstrap_failed) &&
+        event.status.signal == 0) {
         // A spawned worker that could not start will not start next time either.
         broken = std::make_exception_ptr(Error(startup_failure(event.status.exit_code, "worker")));
         fail_everything(broken);
@@ -442,13 +450,13 @@ void PoolCore::Impl::handle_lost(Worker& worker, const ExitStatus& exit) {
             const std::uint32_t culprit = std::min(status.item.load(), chunk.tasks() - 1);
             std::exception_ptr error;
             if (worker.killed_for_timeout) {
-                error = std::make_exception_ptr(TimeoutError(
-                    "mproc: the task ran longer than the pool's task_timeout of " +
-                    std::to_string(task_timeout->count()) + " ms; its worker " +
-                    std::to_string(worker.pid) + " was killed and replaced"));
-            } else {
                 error = std::make_exception_ptr(
-                    WorkerLost(worker.pid, exit.exit_code, exit.signal));
+                    TimeoutError("mproc: the task ran longer than the pool's task_timeout of " +
+                                 std::to_string(task_timeout->count()) + " ms; its worker " +
+                                 std::to_string(worker.pid) + " was killed and replaced"));
+            } else {
+                error =
+                    std::make_exception_ptr(WorkerLost(worker.pid, exit.exit_code, exit.signal));
             }
             chunk.job->fail(chunk.first_task + culprit, error);
             // The chunk's other tasks did not fail: they run again, elsewhere. Those before
@@ -458,7 +466,8 @@ void PoolCore::Impl::handle_lost(Worker& worker, const ExitStatus& exit) {
                 resend.push_back(slice(chunk, culprit + 1, chunk.tasks()));
             }
         } else if (++chunk.losses >= max_chunk_losses) {
-            chunk.fail(std::make_exception_ptr(WorkerLost(worker.pid, exit.exit_code, exit.signal)));
+            chunk.fail(
+                std::make_exception_ptr(WorkerLost(worker.pid, exit.exit_code, exit.signal)));
         } else {
             resend.push_back(std::move(chunk));
         }
@@ -510,7 +519,8 @@ void PoolCore::Impl::mark_ready() {
 
 std::exception_ptr PoolCore::Impl::launcher_lost_error() {
     const ExitStatus exit = launcher->reap();
-    if (exit.signal == 0 && (exit.exit_code == exit_missing_init || exit.exit_code == exit_bootstrap_failed)) {
+    if (exit.signal == 0 &&
+        (exit.exit_code == exit_missing_init || exit.exit_code == exit_bootstrap_failed)) {
         return std::make_exception_ptr(Error(startup_failure(exit.exit_code, "launcher")));
     }
     return std::make_exception_ptr(
@@ -550,7 +560,9 @@ PoolCore::~PoolCore() {
     terminate();
 }
 
-std::size_t PoolCore::processes() const noexcept { return impl_->processes; }
+std::size_t PoolCore::processes() const noexcept {
+    return impl_->processes;
+}
 
 void PoolCore::submit(std::shared_ptr<Job> job, std::vector<Frame> frames, std::size_t first_task) {
     bool wake = false;
@@ -584,8 +596,9 @@ void PoolCore::join() {
     {
         std::lock_guard lock(impl_->mutex);
         if (impl_->state == Impl::State::running) {
-            throw StateError("mproc: join() on a pool that is still running; call close() or "
-                             "terminate() first");
+            throw StateError(
+                "mproc: join() on a pool that is still running; call close() or "
+                "terminate() first");
         }
         if (impl_->joined) return;
         impl_->joined = true;

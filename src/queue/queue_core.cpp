@@ -30,12 +30,12 @@ using ItemSize = std::uint64_t;
 struct QueueHeader {
     std::uint64_t magic;
     pthread_mutex_t mutex;
-    std::atomic<std::uint32_t> item_added;     // futex: getters sleep on it
-    std::atomic<std::uint32_t> space_freed;    // futex: putters of a full queue sleep on it
-    std::atomic<std::uint32_t> tasks_done;     // futex: JoinableQueue::join sleeps on it
-    std::uint32_t getters_waiting;             // hints, to skip wake-ups nobody waits for;
-    std::uint32_t putters_waiting;             // a waiter that died leaves one too many,
-    std::uint32_t joiners_waiting;             // which costs a needless wake-up, nothing more
+    std::atomic<std::uint32_t> item_added;   // futex: getters sleep on it
+    std::atomic<std::uint32_t> space_freed;  // futex: putters of a full queue sleep on it
+    std::atomic<std::uint32_t> tasks_done;   // futex: JoinableQueue::join sleeps on it
+    std::uint32_t getters_waiting;           // hints, to skip wake-ups nobody waits for;
+    std::uint32_t putters_waiting;           // a waiter that died leaves one too many,
+    std::uint32_t joiners_waiting;           // which costs a needless wake-up, nothing more
     std::uint32_t closed;
     std::uint64_t maxsize;
     std::uint64_t count;
@@ -74,9 +74,10 @@ struct QueueCore::Impl {
     void follow_growth() {
         const std::size_t capacity = header().capacity;
         if (capacity == mapped) return;
-        void* moved = ring_bytes == nullptr
-                          ? ::mmap(nullptr, capacity, PROT_READ | PROT_WRITE, MAP_SHARED, ring.get(), 0)
-                          : ::mremap(ring_bytes, mapped, capacity, MREMAP_MAYMOVE);
+        void* moved =
+            ring_bytes == nullptr
+                ? ::mmap(nullptr, capacity, PROT_READ | PROT_WRITE, MAP_SHARED, ring.get(), 0)
+                : ::mremap(ring_bytes, mapped, capacity, MREMAP_MAYMOVE);
         if (moved == MAP_FAILED) throw_system_error("mapping a queue's ring");
         ring_bytes = static_cast<std::byte*>(moved);
         mapped = capacity;
@@ -112,7 +113,8 @@ struct QueueCore::Impl {
         ring_bytes = static_cast<std::byte*>(moved);
         mapped = capacity;
         const std::uint64_t end = h.head + h.used;
-        if (end > old_capacity) std::memcpy(ring_bytes + old_capacity, ring_bytes, end - old_capacity);
+        if (end > old_capacity)
+            std::memcpy(ring_bytes + old_capacity, ring_bytes, end - old_capacity);
         h.capacity = capacity;
     }
 
@@ -135,7 +137,8 @@ struct QueueCore::Impl {
     }
 
     // Sleeps on word until woken or the deadline, with the mutex released meanwhile.
-    bool sleep_on(std::atomic<std::uint32_t>& word, std::uint32_t& waiting, const Deadline& deadline) {
+    bool sleep_on(std::atomic<std::uint32_t>& word, std::uint32_t& waiting,
+                  const Deadline& deadline) {
         const std::uint32_t seen = word.load();
         ++waiting;
         unlock();
@@ -161,7 +164,7 @@ struct QueueCore::Impl {
 
 // Holds a queue's lock for a scope, and brings this process's view of the ring up to date.
 class QueueLock {
-public:
+  public:
     explicit QueueLock(QueueCore::Impl& impl) : impl_(impl) {
         impl_.lock();
         try {
@@ -175,7 +178,7 @@ public:
     QueueLock(const QueueLock&) = delete;
     QueueLock& operator=(const QueueLock&) = delete;
 
-private:
+  private:
     QueueCore::Impl& impl_;
 };
 
@@ -191,7 +194,8 @@ std::shared_ptr<QueueCore> QueueCore::create(std::size_t maxsize) {
     if (::fcntl(impl->ring.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_SEAL) != 0) {
         throw_system_error("sealing a queue's ring");
     }
-    if (::ftruncate(impl->ring.get(), initial_ring_bytes) != 0) throw_system_error("sizing a queue");
+    if (::ftruncate(impl->ring.get(), initial_ring_bytes) != 0)
+        throw_system_error("sizing a queue");
     QueueHeader& header = *new (impl->header_region->data()) QueueHeader{};
     init_robust_mutex(header.mutex);
     header.maxsize = maxsize;
@@ -204,7 +208,8 @@ std::shared_ptr<QueueCore> QueueCore::create(std::size_t maxsize) {
 std::shared_ptr<QueueCore> QueueCore::adopt(UniqueFd header, UniqueFd ring) {
     auto impl = std::make_unique<Impl>();
     impl->header_region = SharedRegion::adopt(std::move(header));
-    if (impl->header_region->size() != sizeof(QueueHeader) || impl->header().magic != header_magic) {
+    if (impl->header_region->size() != sizeof(QueueHeader) ||
+        impl->header().magic != header_magic) {
         throw SerializationError("mproc: a Queue arrived whose shared header is not a queue's");
     }
     struct stat status {};
@@ -274,7 +279,9 @@ std::size_t QueueCore::size() const {
     return impl_->header().count;
 }
 
-std::size_t QueueCore::maxsize() const noexcept { return impl_->header().maxsize; }
+std::size_t QueueCore::maxsize() const noexcept {
+    return impl_->header().maxsize;
+}
 
 void QueueCore::close() {
     QueueLock lock(*impl_);
@@ -311,7 +318,11 @@ bool QueueCore::join(Timeout timeout) {
     return true;
 }
 
-const UniqueFd& QueueCore::header_fd() const noexcept { return impl_->header_region->fd(); }
-const UniqueFd& QueueCore::ring_fd() const noexcept { return impl_->ring; }
+const UniqueFd& QueueCore::header_fd() const noexcept {
+    return impl_->header_region->fd();
+}
+const UniqueFd& QueueCore::ring_fd() const noexcept {
+    return impl_->ring;
+}
 
 }  // namespace mproc::detail

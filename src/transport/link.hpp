@@ -13,7 +13,7 @@
 namespace mproc::detail {
 
 class Link {
-public:
+  public:
     virtual ~Link() = default;
 
     // Pool side, never blocking.

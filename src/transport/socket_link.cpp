@@ -20,7 +20,9 @@ constexpr std::size_t read_block = 64 * 1024;
 constexpr std::size_t max_frames_per_write = 64;
 }  // namespace
 
-void SocketLink::post(std::shared_ptr<const Frame> frame) { unsent_.push_back(std::move(frame)); }
+void SocketLink::post(std::shared_ptr<const Frame> frame) {
+    unsent_.push_back(std::move(frame));
+}
 
 SocketLink::Progress SocketLink::write_some(bool wait) {
     iovec vectors[max_frames_per_write];
@@ -97,7 +99,8 @@ SocketLink::Progress SocketLink::read_some(bool wait) {
         FrameHeader header;
         std::memcpy(&header, buffer_.data() + start_, sizeof header);
         const std::size_t whole = sizeof header + header.payload_bytes;
-        if (whole > read_block) want = std::min<std::size_t>(whole - buffered(), std::max(buffered(), read_block));
+        if (whole > read_block)
+            want = std::min<std::size_t>(whole - buffered(), std::max(buffered(), read_block));
     }
     if (start_ > 0 && (start_ == end_ || buffer_.size() - end_ < want)) {
         std::copy(buffer_.begin() + start_, buffer_.begin() + end_, buffer_.begin());

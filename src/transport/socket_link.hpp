@@ -11,7 +11,7 @@ namespace mproc::detail {
 // sendmsg when they carry no descriptors; descriptors ride SCM_RIGHTS on a frame's first byte.
 // Reads go through a buffer, except that the bytes of a large frame go straight into it.
 class SocketLink final : public Link {
-public:
+  public:
     explicit SocketLink(UniqueFd socket) noexcept : socket_(std::move(socket)) {}
 
     void post(std::shared_ptr<const Frame> frame) override;
@@ -24,7 +24,7 @@ public:
     bool frame_ready() const noexcept override;
     bool send(Frame frame) override;
 
-private:
+  private:
     enum class Progress { some, would_block, closed };
     Progress write_some(bool wait);
     Progress read_some(bool wait);

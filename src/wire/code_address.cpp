@@ -39,7 +39,7 @@ struct Module {
 // (after a dlopen) publishes a new snapshot and keeps the old one alive, since a reader may
 // still hold it.
 class ModuleTable {
-public:
+  public:
     const std::vector<Module>& current() {
         if (auto* table = snapshot_.load(std::memory_order_acquire)) return *table;
         return rebuild();
@@ -49,7 +49,8 @@ public:
         auto table = std::make_unique<std::vector<Module>>();
         dl_iterate_phdr(
             [](dl_phdr_info* info, std::size_t, void* out) {
-                Module module{module_tag(info->dlpi_name ? info->dlpi_name : ""), info->dlpi_addr, {}};
+                Module module{
+                    module_tag(info->dlpi_name ? info->dlpi_name : ""), info->dlpi_addr, {}};
                 for (int i = 0; i < info->dlpi_phnum; ++i) {
                     const auto& header = info->dlpi_phdr[i];
                     if (header.p_type != PT_LOAD) continue;
@@ -65,7 +66,7 @@ public:
         return *retired_.back();
     }
 
-private:
+  private:
     std::mutex mutex_;
     std::atomic<const std::vector<Module>*> snapshot_{nullptr};
     std::vector<std::unique_ptr<std::vector<Module>>> retired_;
@@ -111,7 +112,7 @@ const void* from_wire(std::uint64_t address) noexcept {
 // Entries register during static initialisation (and when a library is loaded) and are looked
 // up once per chunk: a sorted snapshot, read without a lock for the same reason as above.
 class EntryTable {
-public:
+  public:
     void add(std::uint64_t address) {
         std::lock_guard lock(mutex_);
         const auto* old = snapshot_.load(std::memory_order_acquire);
@@ -128,7 +129,7 @@ public:
         return table && std::binary_search(table->begin(), table->end(), address);
     }
 
-private:
+  private:
     std::mutex mutex_;
     std::atomic<const std::vector<std::uint64_t>*> snapshot_{nullptr};
     std::vector<std::unique_ptr<std::vector<std::uint64_t>>> retired_;
@@ -150,13 +151,16 @@ std::uint64_t register_entry(EntryFn entry) {
 EntryFn find_entry(std::uint64_t address) {
     const void* entry = entry_table().contains(address) ? from_wire(address) : nullptr;
     if (entry == nullptr) {
-        throw SerializationError("mproc: a task names an entry that this program does not have; "
-                                 "the frame is corrupt or comes from another build");
+        throw SerializationError(
+            "mproc: a task names an entry that this program does not have; "
+            "the frame is corrupt or comes from another build");
     }
     return reinterpret_cast<EntryFn>(const_cast<void*>(entry));
 }
 
-std::uint64_t encode_function_address(const void* function) noexcept { return to_wire(function); }
+std::uint64_t encode_function_address(const void* function) noexcept {
+    return to_wire(function);
+}
 
 const void* decode_function_address(std::uint64_t address) {
     // Every frame of a map names the same function, and dladdr costs more than a chunk of tiny
@@ -168,8 +172,9 @@ const void* decode_function_address(std::uint64_t address) {
     const void* function = from_wire(address);
     Dl_info info{};
     if (function == nullptr || ::dladdr(function, &info) == 0) {
-        throw SerializationError("mproc: a task names a function at an address outside the "
-                                 "program's code; the frame is corrupt or comes from another build");
+        throw SerializationError(
+            "mproc: a task names a function at an address outside the "
+            "program's code; the frame is corrupt or comes from another build");
     }
     checked_address = address;
     checked_function = function;

@@ -42,12 +42,24 @@ FdInbox& require_fd_inbox(const char* what) {
     return *inbox;
 }
 
-FdOutbox* current_fd_outbox() noexcept { return outbox; }
-FdInbox* current_fd_inbox() noexcept { return inbox; }
+FdOutbox* current_fd_outbox() noexcept {
+    return outbox;
+}
+FdInbox* current_fd_inbox() noexcept {
+    return inbox;
+}
 
-FdOutboxScope::FdOutboxScope(FdOutbox& box) noexcept : previous_(outbox) { outbox = &box; }
-FdOutboxScope::~FdOutboxScope() { outbox = previous_; }
-FdInboxScope::FdInboxScope(FdInbox& box) noexcept : previous_(inbox) { inbox = &box; }
-FdInboxScope::~FdInboxScope() { inbox = previous_; }
+FdOutboxScope::FdOutboxScope(FdOutbox& box) noexcept : previous_(outbox) {
+    outbox = &box;
+}
+FdOutboxScope::~FdOutboxScope() {
+    outbox = previous_;
+}
+FdInboxScope::FdInboxScope(FdInbox& box) noexcept : previous_(inbox) {
+    inbox = &box;
+}
+FdInboxScope::~FdInboxScope() {
+    inbox = previous_;
+}
 
 }  // namespace mproc::detail

@@ -41,7 +41,7 @@ struct Notice {
 // deaths (SIGCHLD through a signalfd) and the pool's process itself (a pidfd), so that it and
 // its workers end with the pool's process, whichever of its threads made the pool.
 class Launcher {
-public:
+  public:
     Launcher(UniqueFd control, pid_t pool_process, std::shared_ptr<SharedRegion> statuses,
              const Frame* initializer, StartMethod workers_by)
         : control_(std::move(control)),
@@ -78,7 +78,7 @@ public:
         ::_exit(0);
     }
 
-private:
+  private:
     void serve_requests() {
         while (true) {
             Request request{};
@@ -89,14 +89,21 @@ private:
             } catch (...) {
                 size = 0;
             }
-            if (size < 0) return;  // nothing more waiting
+            if (size < 0) return;                   // nothing more waiting
             if (size == 0) return kill_children();  // the pool is gone
             if (static_cast<std::size_t>(size) != sizeof request) continue;
             switch (request.op) {
-                case op_launch: launch(request.slot); break;
-                case op_shutdown: ending_ = true; break;
-                case op_kill_all: kill_children(); break;
-                default: break;
+                case op_launch:
+                    launch(request.slot);
+                    break;
+                case op_shutdown:
+                    ending_ = true;
+                    break;
+                case op_kill_all:
+                    kill_children();
+                    break;
+                default:
+                    break;
             }
         }
     }
@@ -106,8 +113,9 @@ private:
         WorkerStatus& status = statuses_[slot];
         status.running.store(0);
         status.sequence.store(0);
-        const pid_t pid = workers_by_ == StartMethod::spawn ? spawn_worker(slot, pool_end, worker_end)
-                                                             : fork_worker(status, pool_end, worker_end);
+        const pid_t pid = workers_by_ == StartMethod::spawn
+                              ? spawn_worker(slot, pool_end, worker_end)
+                              : fork_worker(status, pool_end, worker_end);
         children_[pid] = slot;
         const int fd = pool_end.get();
         notify(Notice{1, slot, pid, 0, 0}, std::span(&fd, 1));
@@ -138,7 +146,8 @@ private:
         std::vector<UniqueFd> fds;
         fds.push_back(status_region_->fd().duplicate());
         SocketLink ahead(pool_end.duplicate());
-        if (ahead.send(bootstrap_frame(Role::worker, {slot_item, initializer_item}, std::move(fds))) &&
+        if (ahead.send(
+                bootstrap_frame(Role::worker, {slot_item, initializer_item}, std::move(fds))) &&
             initializer_ != nullptr) {
             ahead.send(copy_frame(*initializer_));
         }
@@ -208,7 +217,8 @@ WorkerLauncher::WorkerLauncher(StartMethod method, std::shared_ptr<SharedRegion>
         fds.push_back(std::move(launcher_end));
         fds.push_back(statuses->fd().duplicate());
         SocketLink link(std::move(boot));
-        if (link.send(bootstrap_frame(Role::launcher, {pool_item, initializer_item}, std::move(fds))) &&
+        if (link.send(
+                bootstrap_frame(Role::launcher, {pool_item, initializer_item}, std::move(fds))) &&
             initializer != nullptr) {
             link.send(copy_frame(*initializer));
         }
@@ -239,9 +249,15 @@ void WorkerLauncher::request(std::uint32_t op, std::uint32_t slot) {
     send_packet(control_.get(), &request, sizeof request);
 }
 
-void WorkerLauncher::launch(std::uint32_t slot) { request(op_launch, slot); }
-void WorkerLauncher::shutdown() { request(op_shutdown, 0); }
-void WorkerLauncher::kill_all() { request(op_kill_all, 0); }
+void WorkerLauncher::launch(std::uint32_t slot) {
+    request(op_launch, slot);
+}
+void WorkerLauncher::shutdown() {
+    request(op_shutdown, 0);
+}
+void WorkerLauncher::kill_all() {
+    request(op_kill_all, 0);
+}
 
 std::optional<WorkerLauncher::Event> WorkerLauncher::next_event() {
     Notice notice{};

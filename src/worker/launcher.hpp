@@ -1,8 +1,8 @@
 #pragma once
 
+#include <sys/types.h>
 #include <cstdint>
 #include <optional>
-#include <sys/types.h>
 
 #include <memory>
 
@@ -23,14 +23,14 @@ namespace mproc::detail {
 // the pool as events with their exit statuses. It ends when told to, or when the pool's
 // process dies.
 class WorkerLauncher {
-public:
+  public:
     struct Event {
         enum class Kind : std::uint32_t { started = 1, exited = 2, gone = 3 };
         Kind kind;
         std::uint32_t slot = 0;
         pid_t pid = 0;
-        ExitStatus status;   // for exited
-        UniqueFd socket;     // for started: the pool's end of the worker's connection
+        ExitStatus status;  // for exited
+        UniqueFd socket;    // for started: the pool's end of the worker's connection
     };
 
     // Starts the launcher. statuses holds one WorkerStatus per slot, shared with the workers;
@@ -54,7 +54,7 @@ public:
     // Waits for the launcher process to end, reaps it, and tells how it ended.
     ExitStatus reap();
 
-private:
+  private:
     void request(std::uint32_t op, std::uint32_t slot);
 
     pid_t pid_ = 0;

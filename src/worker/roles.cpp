@@ -46,7 +46,8 @@ Frame next_frame(Link& link) {
     try {
         Bootstrap bootstrap = check_bootstrap(next_frame(*link), Role::worker);
         slot = item_as<std::uint32_t>(bootstrap, 0);
-        if (bootstrap.frame.fds.size() != 1) throw SerializationError("mproc: a bootstrap lacks its memory");
+        if (bootstrap.frame.fds.size() != 1)
+            throw SerializationError("mproc: a bootstrap lacks its memory");
         statuses = SharedRegion::adopt(std::move(bootstrap.frame.fds[0]));
         if (statuses->size() < (slot + 1) * sizeof(WorkerStatus)) {
             throw SerializationError("mproc: a bootstrap names a worker slot out of range");
@@ -65,7 +66,8 @@ Frame next_frame(Link& link) {
         SocketLink boot(std::move(channel));
         Bootstrap bootstrap = check_bootstrap(next_frame(boot), Role::launcher);
         const auto pool = static_cast<pid_t>(item_as<std::int64_t>(bootstrap, 0));
-        if (bootstrap.frame.fds.size() != 2) throw SerializationError("mproc: a bootstrap lacks its descriptors");
+        if (bootstrap.frame.fds.size() != 2)
+            throw SerializationError("mproc: a bootstrap lacks its descriptors");
         UniqueFd control = std::move(bootstrap.frame.fds[0]);
         auto statuses = SharedRegion::adopt(std::move(bootstrap.frame.fds[1]));
         static std::optional<Frame> initializer;  // lives as long as the launcher and its forks
@@ -100,9 +102,9 @@ Frame next_frame(Link& link) {
             decode_result<void>(items.next());
         }
     } catch (const RemoteError& error) {
-        std::fprintf(stderr, "Process %s (pid %d) ended with an exception:\n%s: %s\n%s\n", name.c_str(),
-                     static_cast<int>(::getpid()), error.type_name().c_str(), error.message().c_str(),
-                     error.traceback().c_str());
+        std::fprintf(stderr, "Process %s (pid %d) ended with an exception:\n%s: %s\n%s\n",
+                     name.c_str(), static_cast<int>(::getpid()), error.type_name().c_str(),
+                     error.message().c_str(), error.traceback().c_str());
         code = 1;
     } catch (const std::exception& error) {
         std::fprintf(stderr, "Process %s (pid %d) could not run: %s\n", name.c_str(),
@@ -117,9 +119,12 @@ Frame next_frame(Link& link) {
 
 void serve_spawned_role(Role role, UniqueFd channel) {
     switch (role) {
-        case Role::worker: serve_worker(std::move(channel));
-        case Role::launcher: serve_launcher(std::move(channel));
-        case Role::process: serve_process(std::move(channel));
+        case Role::worker:
+            serve_worker(std::move(channel));
+        case Role::launcher:
+            serve_launcher(std::move(channel));
+        case Role::process:
+            serve_process(std::move(channel));
     }
     std::fprintf(stderr, "mproc: a spawned process was given an unknown role\n");
     ::_exit(exit_bootstrap_failed);

@@ -105,8 +105,10 @@ pid_t spawn_program(Role role, const UniqueFd& channel) {
     std::vector<char*> argv;
     for (const auto& argument : arguments) argv.push_back(const_cast<char*>(argument.c_str()));
     argv.push_back(nullptr);
-    const std::string role_setting = std::string(role_variable) + "=" + std::to_string(static_cast<int>(role));
-    const std::string channel_setting = std::string(channel_variable) + "=" + std::to_string(channel.get());
+    const std::string role_setting =
+        std::string(role_variable) + "=" + std::to_string(static_cast<int>(role));
+    const std::string channel_setting =
+        std::string(channel_variable) + "=" + std::to_string(channel.get());
     std::vector<char*> envp;
     for (char** variable = environ; *variable != nullptr; ++variable) {
         if (std::strncmp(*variable, "MPROC_", 6) != 0) envp.push_back(*variable);
@@ -158,7 +160,8 @@ Frame bootstrap_frame(Role role, const std::vector<std::vector<std::byte>>& item
 }
 
 Bootstrap check_bootstrap(Frame frame, Role role) {
-    if (frame.kind() != FrameKind::bootstrap || frame.header().sequence != static_cast<std::uint64_t>(role)) {
+    if (frame.kind() != FrameKind::bootstrap ||
+        frame.header().sequence != static_cast<std::uint64_t>(role)) {
         throw SerializationError("mproc: a spawned process got something other than its bootstrap");
     }
     Bootstrap bootstrap{std::move(frame), {}};

@@ -21,8 +21,8 @@ enum class Role : int {
 };
 
 // Exit codes of a spawned process that could not serve, which its parent turns into errors.
-inline constexpr int exit_missing_init = 86;       // main did not call mproc::init first
-inline constexpr int exit_bootstrap_failed = 87;   // the bootstrap did not arrive or decode
+inline constexpr int exit_missing_init = 86;      // main did not call mproc::init first
+inline constexpr int exit_bootstrap_failed = 87;  // the bootstrap did not arrive or decode
 
 // Runs this program again as `role`, with `channel` (one end of a SOCK_STREAM socket pair) as
 // its only inherited mproc descriptor. Returns the child's pid; the child dies with the thread

@@ -50,7 +50,7 @@ using Clock = std::chrono::steady_clock;
 // chunk before it: a slow chunk after quick ones delays the quick ones' results. (The pool
 // sends stop only when it has no chunk in flight, so no result is held when stop arrives.)
 class ResultBatcher {
-public:
+  public:
     bool hold(const Link& link, Clock::time_point started, Clock::time_point ended) {
         if (!link.has_unsent()) held_ = 0;  // receive() sent them
         const bool hold = link.frame_ready() && ended - started < quick_chunk &&
@@ -63,7 +63,7 @@ public:
         return true;
     }
 
-private:
+  private:
     static constexpr auto quick_chunk = std::chrono::microseconds(50);
     static constexpr auto max_wait = std::chrono::microseconds(200);
     static constexpr std::size_t max_held = 32;
@@ -77,7 +77,8 @@ void initialize(const Frame& initializer, Link& link) {
     Frame results = run_frame(initializer, nullptr);
     const auto header = results.header();
     if (header.item_count == 1 && results.payload().size() > sizeof(ItemLength) &&
-        results.payload()[sizeof(ItemLength)] == std::byte{static_cast<std::uint8_t>(ResultStatus::ok)}) {
+        results.payload()[sizeof(ItemLength)] ==
+            std::byte{static_cast<std::uint8_t>(ResultStatus::ok)}) {
         return;
     }
     FrameHeader failed = header;
@@ -114,7 +115,8 @@ void run_worker(std::unique_ptr<Link> pool, WorkerStatus& status, const Frame* i
         try {
             frame = link.receive();
         } catch (const std::exception& error) {
-            std::fprintf(stderr, "mproc worker %d: %s\n", static_cast<int>(::getpid()), error.what());
+            std::fprintf(stderr, "mproc worker %d: %s\n", static_cast<int>(::getpid()),
+                         error.what());
             end_worker(2);
         }
         if (!frame || frame->kind() == FrameKind::stop) end_worker(0);

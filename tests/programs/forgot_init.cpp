@@ -5,7 +5,9 @@
 #include <cstdio>
 #include <vector>
 
-int square(int x) { return x * x; }
+int square(int x) {
+    return x * x;
+}
 
 int main() {
     mproc::Pool pool(mproc::PoolOptions{.processes = 1, .start_method = mproc::StartMethod::spawn});

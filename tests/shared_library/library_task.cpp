@@ -1,3 +1,5 @@
 #include "library_task.hpp"
 
-int triple_in_library(int x) { return 3 * x; }
+int triple_in_library(int x) {
+    return 3 * x;
+}

@@ -14,22 +14,22 @@
 namespace mproc::detail {
 
 class FdOutbox {
-public:
+  public:
     // Keeps a duplicate of fd, so the handle may go away before the frame is sent.
     std::uint32_t add(const UniqueFd& fd);
     std::vector<UniqueFd> take() noexcept { return std::move(fds_); }
 
-private:
+  private:
     std::vector<UniqueFd> fds_;
 };
 
 class FdInbox {
-public:
+  public:
     explicit FdInbox(std::span<const UniqueFd> fds) noexcept : fds_(fds) {}
     // A duplicate of the descriptor at index; SerializationError when there is none.
     UniqueFd take(std::uint32_t index) const;
 
-private:
+  private:
     std::span<const UniqueFd> fds_;
 };
 
@@ -44,24 +44,24 @@ FdInbox& require_fd_inbox(const char* what);
 
 // Makes box the current one for the scope's lifetime.
 class FdOutboxScope {
-public:
+  public:
     explicit FdOutboxScope(FdOutbox& box) noexcept;
     ~FdOutboxScope();
     FdOutboxScope(const FdOutboxScope&) = delete;
     FdOutboxScope& operator=(const FdOutboxScope&) = delete;
 
-private:
+  private:
     FdOutbox* previous_;
 };
 
 class FdInboxScope {
-public:
+  public:
     explicit FdInboxScope(FdInbox& box) noexcept;
     ~FdInboxScope();
     FdInboxScope(const FdInboxScope&) = delete;
     FdInboxScope& operator=(const FdInboxScope&) = delete;
 
-private:
+  private:
     FdInbox* previous_;
 };
 

@@ -70,7 +70,7 @@ Frame copy_frame(const Frame& frame);
 // Builds one frame: the header first, then items appended one by one, each behind its length.
 // A writer makes a single frame: after finish() it is spent.
 class FrameWriter {
-public:
+  public:
     FrameWriter(FrameKind kind, std::uint64_t sequence, std::uint64_t entry = 0,
                 std::uint64_t function = 0);
 
@@ -106,7 +106,7 @@ public:
     // Completes the header; the writer is empty afterwards.
     Frame finish();
 
-private:
+  private:
     [[noreturn]] void refuse_item(std::size_t length);
 
     Frame frame_;
@@ -116,7 +116,7 @@ private:
 
 // Reads a frame's items in order. A length that runs past the payload is a SerializationError.
 class ItemReader {
-public:
+  public:
     explicit ItemReader(std::span<const std::byte> payload) noexcept : rest_(payload) {}
     bool at_end() const noexcept { return rest_.empty(); }
     // Inline: it runs once per task and per result.
@@ -131,7 +131,7 @@ public:
         return item;
     }
 
-private:
+  private:
     // Throws SerializationError: what, about an item of length bytes when length is not 0.
     [[noreturn]] static void refuse(const char* what, std::size_t length);
 

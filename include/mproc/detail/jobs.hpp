@@ -21,7 +21,7 @@
 namespace mproc::detail {
 
 class Job {
-public:
+  public:
     virtual ~Job() = default;
     // The result item of task `index`, on the collector thread, once per task.
     virtual void deliver(std::size_t index, std::span<const std::byte> item) = 0;
@@ -49,7 +49,9 @@ struct Outcome {
         }
         return outcome;
     }
-    static Outcome failed(std::exception_ptr error) { return Outcome{std::nullopt, std::move(error)}; }
+    static Outcome failed(std::exception_ptr error) {
+        return Outcome{std::nullopt, std::move(error)};
+    }
 
     R take() {
         if (error) std::rethrow_exception(error);
@@ -65,7 +67,7 @@ using map_result_t = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>
 // the vector the caller gets, with no per-task wrapper to build and copy.
 template <class R>
 class MapJob final : public Job {
-public:
+  public:
     using State = ResultState<map_result_t<R>>;
 
     MapJob(std::size_t tasks, std::shared_ptr<State> state)
@@ -93,7 +95,7 @@ public:
         settle();
     }
 
-private:
+  private:
     void settle() {
         if (--remaining_ == 0) complete();
     }
@@ -116,7 +118,7 @@ private:
 // apply_async: one task.
 template <class R>
 class SingleJob final : public Job {
-public:
+  public:
     explicit SingleJob(std::shared_ptr<ResultState<R>> state) : state_(std::move(state)) {}
     void deliver(std::size_t, std::span<const std::byte> item) override {
         auto outcome = Outcome<R>::decoded(item);
@@ -127,9 +129,11 @@ public:
             state_->set_value(std::move(*outcome.value));
         }
     }
-    void fail(std::size_t, std::exception_ptr error) override { state_->set_error(std::move(error)); }
+    void fail(std::size_t, std::exception_ptr error) override {
+        state_->set_error(std::move(error));
+    }
 
-private:
+  private:
     std::shared_ptr<ResultState<R>> state_;
 };
 
@@ -137,7 +141,7 @@ private:
 // input order or in the order tasks finish.
 template <class R>
 class StreamJob final : public Job {
-public:
+  public:
     StreamJob(std::size_t tasks, bool ordered) : ordered_(ordered), slots_(ordered ? tasks : 0) {}
 
     void deliver(std::size_t index, std::span<const std::byte> item) override {
@@ -163,7 +167,7 @@ public:
         return outcome;
     }
 
-private:
+  private:
     void settle(std::size_t index, Outcome<R> outcome) {
         {
             std::lock_guard lock(mutex_);

@@ -17,7 +17,7 @@ class Job;
 // The compiled part of a Pool: its workers, their launcher, and the collector thread that
 // sends chunks, gathers results and replaces workers that die. Thread-safe.
 class PoolCore {
-public:
+  public:
     explicit PoolCore(const PoolOptions& options);
     // Terminates the pool if it is still running.
     ~PoolCore();
@@ -32,7 +32,7 @@ public:
     void join();
     void terminate();
 
-private:
+  private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

@@ -27,7 +27,7 @@ std::optional<std::chrono::nanoseconds> to_timeout(std::chrono::duration<Rep, Pe
 //
 // A timeout of nullopt waits for ever; zero does not wait.
 class QueueCore {
-public:
+  public:
     using Timeout = std::optional<std::chrono::nanoseconds>;
 
     // maxsize 0: unbounded.
@@ -61,7 +61,7 @@ public:
 
     struct Impl;  // defined in src/queue/queue_core.cpp
 
-private:
+  private:
     explicit QueueCore(std::unique_ptr<Impl> impl) noexcept;
     std::unique_ptr<Impl> impl_;
 };

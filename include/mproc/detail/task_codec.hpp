@@ -46,7 +46,7 @@ decltype(auto) as_wire(const T& value) {
 
 // The results of one chunk, written by the worker as its tasks run.
 class ResultWriter {
-public:
+  public:
     ResultWriter(std::uint64_t sequence, WorkerStatus* status) noexcept;
 
     // Marks task `index` of the chunk as running, in the memory the pool watches.
@@ -98,7 +98,7 @@ public:
     std::size_t errors() const noexcept { return errors_; }
     Frame finish();
 
-private:
+  private:
     void write_error(const ErrorInfo& info) noexcept;
 
     FrameWriter writer_;
@@ -133,7 +133,8 @@ template <class F, class ArgTuple, class = std::make_index_sequence<std::tuple_s
 struct apply_traits;
 template <class F, class ArgTuple, std::size_t... I>
 struct apply_traits<F, ArgTuple, std::index_sequence<I...>> {
-    static constexpr bool callable = std::is_invocable_v<F&, std::tuple_element_t<I, ArgTuple>&&...>;
+    static constexpr bool callable =
+        std::is_invocable_v<F&, std::tuple_element_t<I, ArgTuple>&&...>;
     using result = std::invoke_result<F&, std::tuple_element_t<I, ArgTuple>&&...>;
 };
 
@@ -211,7 +212,7 @@ inline constexpr std::size_t args_bytes<std::tuple<T...>> = (sizeof(T) + ... + 0
 // Builds a task frame in the parent, one call's arguments at a time.
 template <class F, class ArgTuple>
 class TaskEncoder {
-public:
+  public:
     // Makes room for `tasks` calls when the arguments' size is fixed.
     explicit TaskEncoder(F f, std::size_t tasks = 0)
         : writer_(FrameKind::task, 0, entry_address<F, ArgTuple>, callable_to_wire(f)) {
@@ -239,7 +240,7 @@ public:
         return writer_.finish();
     }
 
-private:
+  private:
     template <class... Values>
     void encode_args(const Values&... values) {
         if constexpr (sizeof...(Values) > 0) encode(writer_.buffer(), as_wire(values)...);
@@ -262,7 +263,8 @@ R decode_result(std::span<const std::byte> item) {
         throw RemoteError(std::move(info.type_name), std::move(info.message),
                           std::move(info.traceback));
     }
-    if (status != ResultStatus::ok) throw SerializationError("mproc: a result has an unknown status");
+    if (status != ResultStatus::ok)
+        throw SerializationError("mproc: a result has an unknown status");
     if constexpr (std::is_void_v<R>) {
         if (!rest.empty()) throw SerializationError("mproc: a value came back from a void task");
     } else {

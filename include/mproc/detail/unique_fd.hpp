@@ -6,7 +6,7 @@ namespace mproc::detail {
 
 // Owns one file descriptor and closes it when it goes away, so no error path can leak one.
 class UniqueFd {
-public:
+  public:
     UniqueFd() noexcept = default;
     explicit UniqueFd(int fd) noexcept : fd_(fd) {}
     UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
@@ -26,7 +26,7 @@ public:
     // A new descriptor for the same open file (close-on-exec); throws mproc::Error on failure.
     UniqueFd duplicate() const;
 
-private:
+  private:
     int fd_ = -1;
 };
 

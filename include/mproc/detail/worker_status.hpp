@@ -9,10 +9,10 @@ namespace mproc::detail {
 // each task without a system call; the pool reads it to enforce task_timeout and, when the
 // worker dies, to tell which task it held.
 struct WorkerStatus {
-    std::atomic<std::uint64_t> sequence{0};     // the chunk being run
-    std::atomic<std::uint32_t> item{0};         // the task within it
-    std::atomic<std::uint32_t> running{0};      // 1 between the start and the end of a task
-    std::atomic<std::int64_t> started_ns{0};    // steady_clock time when the task started
+    std::atomic<std::uint64_t> sequence{0};   // the chunk being run
+    std::atomic<std::uint32_t> item{0};       // the task within it
+    std::atomic<std::uint32_t> running{0};    // 1 between the start and the end of a task
+    std::atomic<std::int64_t> started_ns{0};  // steady_clock time when the task started
     // Set by the pool when it has a task_timeout: only then is started_ns kept, since reading
     // the clock costs more than a tiny task.
     std::atomic<std::uint32_t> timed{0};
