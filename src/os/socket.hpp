@@ -30,8 +30,10 @@ void attach_fds(msghdr& message, ControlBuffer& buffer, std::span<const int> fds
 // Throws SerializationError when the control data was truncated (descriptors were lost).
 void collect_fds(msghdr& message, std::vector<UniqueFd>& out);
 
-// One datagram on a SOCK_SEQPACKET socket, with descriptors. send returns false when the peer
-// is gone; receive returns 0 when it is gone, else the bytes received.
+// One datagram on a SOCK_SEQPACKET socket, with descriptors; send returns false when the peer
+// is gone. receive reads a datagram, or what a SOCK_STREAM socket has, up to size bytes: it
+// returns the bytes received, 0 when the peer is gone, and -1 when wait is false and nothing
+// is there. Interrupted calls are retried.
 bool send_packet(int socket, const void* data, std::size_t size, std::span<const int> fds = {});
 ssize_t receive_packet(int socket, void* data, std::size_t size, std::vector<UniqueFd>& fds,
                        bool wait);

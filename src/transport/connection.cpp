@@ -93,27 +93,10 @@ bool ConnectionCore::wait_until_ready(short events,
 
 std::size_t ConnectionCore::read_some(std::byte* into, std::size_t n, std::vector<UniqueFd>& fds) {
     while (true) {
-        iovec vector{into, n};
-        msghdr message{};
-        message.msg_iov = &vector;
-        message.msg_iovlen = 1;
-        ControlBuffer control;
-        message.msg_control = control.bytes;
-        message.msg_controllen = sizeof control.bytes;
         // Never blocking in recvmsg, so that close() in another thread is noticed.
-        const ssize_t received =
-            ::recvmsg(socket_.get(), &message, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-        if (received >= 0) {
-            collect_fds(message, fds);
-            return static_cast<std::size_t>(received);
-        }
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            wait_until_ready(POLLIN, std::nullopt);
-        } else if (errno == ECONNRESET) {
-            return 0;
-        } else if (errno != EINTR) {
-            throw_system_error("recvmsg on a pipe");
-        }
+        const ssize_t received = receive_packet(socket_.get(), into, n, fds, false);
+        if (received >= 0) return static_cast<std::size_t>(received);
+        wait_until_ready(POLLIN, std::nullopt);
     }
 }
 

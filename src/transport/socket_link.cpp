@@ -109,23 +109,9 @@ SocketLink::Progress SocketLink::read_some(bool wait) {
     }
     if (buffer_.size() < end_ + want) buffer_.resize(end_ + want);
 
-    iovec vector{buffer_.data() + end_, want};
-    msghdr message{};
-    message.msg_iov = &vector;
-    message.msg_iovlen = 1;
-    ControlBuffer control;
-    message.msg_control = control.bytes;
-    message.msg_controllen = sizeof control.bytes;
-    ssize_t received;
-    do {
-        received = ::recvmsg(socket_.get(), &message, MSG_CMSG_CLOEXEC | (wait ? 0 : MSG_DONTWAIT));
-    } while (received < 0 && errno == EINTR);
-    if (received < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return Progress::would_block;
-        if (errno == ECONNRESET) return Progress::closed;
-        throw_system_error("recvmsg");
-    }
-    collect_fds(message, arrived_fds_);
+    const ssize_t received =
+        receive_packet(socket_.get(), buffer_.data() + end_, want, arrived_fds_, wait);
+    if (received < 0) return Progress::would_block;
     if (received == 0) return Progress::closed;
     end_ += static_cast<std::size_t>(received);
     return Progress::some;
