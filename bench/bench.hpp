@@ -5,8 +5,10 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 #include <string_view>
+#include <vector>
 
 namespace mproc_bench {
 
@@ -33,6 +35,9 @@ class WrongResult : public std::runtime_error {
   public:
     using std::runtime_error::runtime_error;
 };
+
+// Throws WrongResult unless results are the squares of 0..n-1, in order.
+void check_squares(const std::vector<std::int64_t>& results, std::int64_t n);
 
 // Seconds that f() takes, on the steady clock (Python's perf_counter).
 template <class F>

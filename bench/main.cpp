@@ -3,17 +3,22 @@
 // python_baseline.py, so that scripts/bench --compare can set the two side by side.
 //
 // Usage: mproc_bench [--workers N] [--only NAME[,NAME...]] [--rss] [--list]
+//        mproc_bench --scaling --tasks N [--workers N]
 //   --workers N  worker processes (and threads) per pool; 2 by default, as python_baseline.py
 //   --only       run these rows, in the order given; all rows by default
 //   --rss        after each row, write to stderr the peak resident memory of this process and
 //                of its largest child so far (exact per row only when one row runs)
 //   --list       print the names of the rows and exit
+//   --scaling    run no row: print the per-task overhead, in ns, of map(square, 0..N) with
+//                --tasks N on a warmed pool of --workers processes, for the default chunk size
+//                and for chunk size 1 (see bench/scaling.hpp); bench/scaling.sh runs a grid
 // A row that this build of mproc cannot run yet (a start method not there) is skipped with a
 // note on stderr. The exit status is 1 if any row failed, 2 for a bad command line.
 
 #include <sys/resource.h>
 
 #include <charconv>
+#include <cstdint>
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -23,6 +28,7 @@
 #include <mproc/mproc.hpp>
 
 #include "bench.hpp"
+#include "scaling.hpp"
 
 namespace mproc_bench {
 namespace {
@@ -56,6 +62,8 @@ struct CommandLine {
     std::vector<const Workload*> selected;
     bool rss = false;
     bool list = false;
+    bool scaling = false;
+    std::int64_t tasks = 0;
 };
 
 class UsageError : public std::runtime_error {
@@ -88,14 +96,15 @@ std::vector<const Workload*> parse_only(std::string_view names) {
     return selected;
 }
 
-std::size_t parse_workers(std::string_view text) {
-    std::size_t workers = 0;
-    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), workers);
-    if (error != std::errc() || end != text.data() + text.size() || workers == 0) {
-        throw UsageError("--workers needs a positive whole number, not '" + std::string(text) +
-                         "'");
+template <class Count>
+Count parse_count(std::string_view option, std::string_view text) {
+    Count count = 0;
+    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), count);
+    if (error != std::errc() || end != text.data() + text.size() || count <= 0) {
+        throw UsageError(std::string(option) + " needs a positive whole number, not '" +
+                         std::string(text) + "'");
     }
-    return workers;
+    return count;
 }
 
 CommandLine parse_command_line(int argc, char** argv) {
@@ -116,16 +125,27 @@ CommandLine parse_command_line(int argc, char** argv) {
                                      arg.size() > option.size() && arg[option.size()] == '=');
         };
         if (is("--workers")) {
-            command.settings.workers = parse_workers(value_of("--workers"));
+            command.settings.workers = parse_count<std::size_t>("--workers", value_of("--workers"));
         } else if (is("--only")) {
             command.selected = parse_only(value_of("--only"));
         } else if (arg == "--rss") {
             command.rss = true;
         } else if (arg == "--list") {
             command.list = true;
+        } else if (arg == "--scaling") {
+            command.scaling = true;
+        } else if (is("--tasks")) {
+            command.tasks = parse_count<std::int64_t>("--tasks", value_of("--tasks"));
         } else {
             throw UsageError("unknown argument '" + std::string(arg) + "'");
         }
+    }
+    // --scaling runs no row, so the options about rows would silently do nothing.
+    if (command.scaling && (!command.selected.empty() || command.rss || command.list)) {
+        throw UsageError("--scaling does not go with --only, --rss or --list");
+    }
+    if (command.scaling != (command.tasks > 0)) {
+        throw UsageError("--scaling and --tasks N go together");
     }
     if (command.selected.empty()) {
         for (const Workload& workload : workloads) command.selected.push_back(&workload);
@@ -182,7 +202,7 @@ int main(int argc, char** argv) {
     } catch (const UsageError& error) {
         std::fprintf(stderr,
                      "mproc_bench: %s\nusage: mproc_bench [--workers N] [--only NAME[,NAME...]] "
-                     "[--rss] [--list]\n",
+                     "[--rss] [--list]\n       mproc_bench --scaling --tasks N [--workers N]\n",
                      error.what());
         return 2;
     }
@@ -192,5 +212,6 @@ int main(int argc, char** argv) {
         }
         return 0;
     }
+    if (command.scaling) return run_scaling(command.settings, command.tasks);
     return run(command);
 }

@@ -14,16 +14,6 @@
 
 namespace mproc_bench {
 
-namespace {
-
-constexpr std::int64_t warm_up_tasks = 100;
-
-mproc::Pool warmed_pool(const Settings& settings) {
-    mproc::Pool pool(settings.workers);
-    pool.map(square, std::views::iota(std::int64_t{0}, warm_up_tasks));
-    return pool;
-}
-
 void check_squares(const std::vector<std::int64_t>& results, std::int64_t n) {
     if (results.size() != static_cast<std::size_t>(n)) {
         throw WrongResult("expected " + std::to_string(n) + " results, got " +
@@ -34,6 +24,16 @@ void check_squares(const std::vector<std::int64_t>& results, std::int64_t n) {
             throw WrongResult("result " + std::to_string(i) + " is not its square");
         }
     }
+}
+
+namespace {
+
+constexpr std::int64_t warm_up_tasks = 100;
+
+mproc::Pool warmed_pool(const Settings& settings) {
+    mproc::Pool pool(settings.workers);
+    pool.map(square, std::views::iota(std::int64_t{0}, warm_up_tasks));
+    return pool;
 }
 
 // map(square, 0..n) with the given chunk size (0: the default, about four chunks per worker).
