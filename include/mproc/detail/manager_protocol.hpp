@@ -41,6 +41,8 @@ enum class ManagerOp : std::uint32_t {
     dict_values = 17,    // reply: the encoding of vector<V>
     dict_clear = 18,
     dict_update = 19,  // key, arguments; header: entry, function; reply: the new value
+    dict_attach = 20,  // local clients only; reply: no items, and two descriptors: the dict's
+                       // shared memory and the server's life block (src/manager/)
 
     list_append = 30,  // value
     list_at = 31,      // u64 index; reply: value
