@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -492,6 +493,16 @@ class ServerLoop {
     std::vector<std::byte> scratch_ = std::vector<std::byte>(read_block);
 };
 
+// Every dict keeps a descriptor open in the server (its memfd), so a program with many dicts
+// would run out at the usual soft limit of 1024; the server takes what the hard limit allows.
+void allow_many_descriptors() noexcept {
+    rlimit limit{};
+    if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &limit);
+    }
+}
+
 [[noreturn]] void serve(UniqueFd listener, bool unix_socket, const std::string& address,
                         const std::string& authkey, std::uint64_t incarnation, UniqueFd stop,
                         pid_t parent) {
@@ -508,6 +519,7 @@ class ServerLoop {
         ::signal(SIGINT, SIG_IGN);
         enable_throw_backtraces();
         mark_serving(address);
+        allow_many_descriptors();
         ServerLoop(std::move(listener), unix_socket, authkey, incarnation, std::move(stop),
                    std::move(parent_fd))
             .run();

@@ -34,7 +34,8 @@ class LocalDict {
 
     // Keys and values are their encodings, as a request would carry them.
     void set(std::span<const std::byte> key, std::span<const std::byte> value);
-    // Appends the value of key to out; false when key is absent.
+    // Appends the value of key to out; false when key is absent. key may lie in out: it is
+    // read before out grows.
     bool get(std::span<const std::byte> key, std::vector<std::byte>& out);
     bool contains(std::span<const std::byte> key);
     bool erase(std::span<const std::byte> key);
