@@ -1,14 +1,16 @@
 #pragma once
 
-// Manager: containers that live in a server process and that every process reaches through
+// Manager: containers that a server process owns and that every process reaches through
 // proxies, as Python's multiprocessing.Manager. Locally the server listens on a Unix socket
 // that only this user can open; it can also listen on TCP for other machines. Every
-// connection proves that it knows the manager's key before its first request is read.
+// connection proves that it knows the manager's key before its first request is read. Dicts
+// live in shared memory that local processes work on directly; the other containers are
+// reached by a request to the server per operation.
 //
 //   mproc::Manager manager;                            // forks the server
 //   auto counts = manager.dict<std::string, int>();
 //   mproc::Process p(count_words, counts, "a.txt");     // proxies travel to any process
-//   counts.update("total", add_one);                    // runs atomically in the server
+//   counts.update("total", add_one);                    // atomic; runs in this process
 //
 // Make the Manager early, before the program starts threads of its own: its server is a fork
 // of the program, and a fork keeps only the thread that made it.
@@ -269,7 +271,8 @@ class DictProxy : public detail::ProxyBase {
 };
 
 // A list in the manager's server: append, at, set, size, to_vector. Indices out of range
-// throw std::out_of_range; the other errors are as for DictProxy.
+// throw std::out_of_range; every call is one round trip to the server; the other errors are as for
+// DictProxy.
 template <class T>
 class ListProxy : public detail::ProxyBase {
   public:
@@ -320,7 +323,7 @@ class ListProxy : public detail::ProxyBase {
 };
 
 // One value in the manager's server: get, set, and update, which runs a sendable f in the
-// server atomically, as DictProxy::update does (f takes the current T).
+// server atomically, as DictProxy::update does over TCP (f takes the current T).
 template <class T>
 class ValueProxy : public detail::ProxyBase {
   public:
@@ -527,7 +530,8 @@ struct ManagerOptions {
 // A manager: the server process that holds shared containers, or a client of one on another
 // process or machine (Manager::connect). Containers are made by dict(), list(), queue(),
 // value() and lock(), which return proxies; the named forms return the same container to
-// every caller. A container lives as long as its server.
+// every caller. A container lives as long as its server (a dict's shared memory is freed when
+// the server and every process that used the dict have let go of it).
 //
 // The server is forked when the Manager is made; it serves every connection from one thread,
 // without blocking on any, and ends when this Manager is destroyed (or shutdown() is called),
