@@ -5,7 +5,9 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -20,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "manager/shared_dict.hpp"
 #include "mproc/manager.hpp"
 #include "mproc/pool.hpp"
 #include "mproc/process.hpp"
@@ -153,6 +156,46 @@ TEST(ManagerSharedDict, AWriterKilledInTheMiddleOfWritesLeavesOnlyWholeEntries) 
         EXPECT_EQ(d.at(1000), "still usable");
         EXPECT_TRUE(d.erase(1000));
     }
+}
+
+std::vector<std::byte> encoded(const std::string& text) {
+    std::vector<std::byte> bytes;
+    mproc::detail::encode(bytes, text);
+    return bytes;
+}
+
+std::string decoded(std::span<const std::byte> bytes) {
+    std::string text;
+    mproc::detail::decode(bytes, text);
+    return text;
+}
+
+TEST(ManagerSharedDict, AProcessKilledWhileItHoldsTheLockHandsOnAWholeDict) {
+    using mproc::detail::SharedDict;
+    auto dict = SharedDict::create(7);
+    {
+        SharedDict::Access access(*dict);
+        access.set(encoded("kept"), encoded("before"));
+    }
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        SharedDict::Access access(*dict);
+        access.set(encoded("written"), encoded("by the child"));
+        ::kill(::getpid(), SIGKILL);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFSIGNALED(status));
+
+    SharedDict::Access access(*dict);
+    EXPECT_EQ(access.size(), 2u);
+    ASSERT_TRUE(access.find(encoded("kept")).has_value());
+    EXPECT_EQ(decoded(*access.find(encoded("kept"))), "before");
+    ASSERT_TRUE(access.find(encoded("written")).has_value());
+    EXPECT_EQ(decoded(*access.find(encoded("written"))), "by the child");
+    access.set(encoded("after"), encoded("the repair"));
+    EXPECT_EQ(access.size(), 3u);
 }
 
 // ---------------------------------------------------------------------------------------------

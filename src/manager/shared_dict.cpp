@@ -433,12 +433,6 @@ const UniqueFd& SharedDict::fd() const noexcept {
     return impl_->fd;
 }
 
-std::uint64_t SharedDict::resident_bytes() const {
-    struct stat status {};
-    if (::fstat(impl_->fd.get(), &status) != 0) throw_system_error("fstat of a manager dict");
-    return static_cast<std::uint64_t>(status.st_blocks) * 512;
-}
-
 // ---------------------------------------------------------------------------------------------
 
 SharedDict::Access::Access(SharedDict& dict) : impl_(*dict.impl_) {

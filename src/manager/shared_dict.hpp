@@ -44,8 +44,6 @@ class SharedDict {
 
     // The memfd, for the server to send to a local client.
     const UniqueFd& fd() const noexcept;
-    // Bytes of memory the dict's memfd holds now (its allocated pages, not its length).
-    std::uint64_t resident_bytes() const;
 
     class Access;
 

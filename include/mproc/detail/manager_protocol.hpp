@@ -7,6 +7,8 @@
 //   request:  header (entry and function set for an update), then items:
 //             [RequestHead: op, container, type signature] [op's arguments...]
 //   response: header, then items: [status byte, + message or ErrorInfo if not ok] [results...]
+//             Only a dict_attach response carries descriptors (fd_count in its header); they
+//             travel with its first byte (SCM_RIGHTS).
 //
 // Keys and values are cereal encodings (wire_archive.hpp) made by the client; the server
 // stores and compares them as bytes and never decodes them, except inside an update entry.
