@@ -43,6 +43,9 @@ struct DictHeader {
     pthread_mutex_t mutex;
     std::uint64_t file_bytes;  // the memfd's length, as the last holder grew it
     std::uint64_t block;       // file offset of the current Block; switched with one store
+    // Set while a repair is due: the robust mutex reports a dead holder only once, so a repair
+    // that fails (no memory to map the file) must leave word for the next holder.
+    std::uint64_t needs_repair;
 };
 
 // A table: this head, the hash index (u32 slots), the entry list (EntryRef, in insertion
@@ -187,7 +190,11 @@ struct SharedDict::Impl {
         }
         if (outcome == LockOutcome::timed_out) outcome = lock_robust(header->mutex);
         try {
-            if (outcome == LockOutcome::acquired_from_dead_owner) repair();
+            if (outcome == LockOutcome::acquired_from_dead_owner) header->needs_repair = 1;
+            if (header->needs_repair != 0) {
+                repair();
+                header->needs_repair = 0;
+            }
             follow_growth();
         } catch (...) {
             unlock_robust(header->mutex);
