@@ -251,6 +251,26 @@ TEST(ManagerSharedDict, OverwritingTheSameKeysForeverKeepsItsMemoryBounded) {
     EXPECT_LT(*dict_memory_bytes(), std::uint64_t{1} << 20);
 }
 
+TEST(ManagerSharedDict, ADictOfATcpManagerGrowsAndShrinksInTheServerAlike) {
+    Manager server(mproc::ManagerOptions{.address = "127.0.0.1:0", .authkey = "k"});
+    Manager client = Manager::connect(server.address(), "k");
+    auto d = client.dict<int, std::string>("shared");
+    for (int k = 0; k < 3000; ++k) d.set(k, std::to_string(k));
+    for (int k = 0; k < 3000; k += 2) EXPECT_TRUE(d.erase(k));
+    for (int k = 1; k < 3000; k += 2) d.set(k, std::to_string(-k));  // keeps each key's place
+    const std::string big(3 << 20, 'b');
+    d.set(5000, big);
+    const auto items = server.dict<int, std::string>("shared").items();
+    ASSERT_EQ(items.size(), 1501u);
+    for (std::size_t i = 0; i + 1 < items.size(); ++i) {
+        ASSERT_EQ(items[i].first, static_cast<int>(2 * i + 1));
+        ASSERT_EQ(items[i].second, std::to_string(-items[i].first));
+    }
+    EXPECT_EQ(items.back().second, big);
+    d.clear();
+    EXPECT_EQ(d.size(), 0u);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Updates
 
