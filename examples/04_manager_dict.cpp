@@ -4,8 +4,8 @@
 //
 // Each worker sums the squares of one range of numbers and writes its partial sum into the
 // dict, keyed by the range's start. The parent then reads the dict back, ordered by key, and
-// the values as a list. A dict proxy's update() runs a function atomically in the server:
-// the workers use it to count the ranges done without a lock.
+// the values as a list. A dict proxy's update() runs a function atomically, under the dict's
+// own lock: the workers use it to count the ranges done without a lock of their own.
 
 #include <unistd.h>
 

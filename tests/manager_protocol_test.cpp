@@ -18,6 +18,7 @@
 #include "manager/auth.hpp"
 #include "manager/protocol.hpp"
 #include "manager/sha256.hpp"
+#include "manager/shared_dict.hpp"
 #include "manager/store.hpp"
 #include "mproc/manager.hpp"
 #include "mproc/process.hpp"
@@ -329,6 +330,65 @@ TEST(ManagerStore, AnUpdateNamingAnUnregisteredEntryIsABadRequest) {
     appender.add();
     appender.finish();
     EXPECT_EQ(run(store, client_a, frame).status, ReplyStatus::bad_request);
+}
+
+std::vector<std::byte> encoded(const auto& value) {
+    std::vector<std::byte> bytes;
+    encode(bytes, value);
+    return bytes;
+}
+
+TEST(ManagerStore, ATcpClientAndALocalClientWorkOnTheSameDictMemory) {
+    Store store;
+    const std::uint64_t dict = create(store, ContainerKind::dict, 55);
+    const ClientInfo tcp{103, true, false};
+    const ClientInfo local{104, true, true};
+    ASSERT_EQ(run(store, tcp, request_frame(ManagerOp::dict_set, dict, 55, 2, std::string("k"), 1))
+                  .status,
+              ReplyStatus::ok);
+
+    std::vector<std::byte> out;
+    std::vector<UniqueFd> descriptors;
+    store.execute(local, request_frame(ManagerOp::dict_attach, dict, 55, 3), out, &descriptors);
+    ASSERT_EQ(parse_reply(out).status, ReplyStatus::ok) << parse_reply(out).message;
+    FrameHeader header;
+    std::memcpy(&header, out.data(), sizeof header);
+    EXPECT_EQ(header.fd_count, 2u);
+    ASSERT_EQ(descriptors.size(), 2u);
+    auto shared = SharedDict::adopt(std::move(descriptors[0]), 55);
+    {
+        SharedDict::Access access(*shared);
+        const auto value = access.find(encoded(std::string("k")));
+        ASSERT_TRUE(value.has_value());
+        EXPECT_EQ(std::vector<std::byte>(value->begin(), value->end()), encoded(1));
+        access.set(encoded(std::string("j")), encoded(2));
+    }
+
+    const ParsedReply got =
+        run(store, tcp, request_frame(ManagerOp::dict_get, dict, 55, 4, std::string("j")));
+    ASSERT_EQ(got.items.size(), 1u);
+    EXPECT_EQ(item_as<int>(got.items[0]), 2);
+    const ParsedReply keys = run(store, tcp, request_frame(ManagerOp::dict_keys, dict, 55, 5));
+    EXPECT_EQ(item_as<std::vector<std::string>>(keys.items.at(0)),
+              (std::vector<std::string>{"k", "j"}));
+}
+
+TEST(ManagerStore, ADictsMemoryIsSentOnlyToALocalClientWithTheRightTypes) {
+    Store store;
+    const std::uint64_t dict = create(store, ContainerKind::dict, 55);
+    const ClientInfo tcp{103, true, false};
+    const ClientInfo local{104, true, true};
+    std::vector<UniqueFd> descriptors;
+    std::vector<std::byte> out;
+    store.execute(tcp, request_frame(ManagerOp::dict_attach, dict, 55, 2), out, &descriptors);
+    EXPECT_EQ(parse_reply(out).status, ReplyStatus::misuse);
+    out.clear();
+    store.execute(local, request_frame(ManagerOp::dict_attach, dict, 56, 3), out, &descriptors);
+    EXPECT_EQ(parse_reply(out).status, ReplyStatus::type_mismatch);
+    // Without a way to send descriptors (as a caller that cannot pass them).
+    EXPECT_EQ(run(store, local, request_frame(ManagerOp::dict_attach, dict, 55, 4)).status,
+              ReplyStatus::misuse);
+    EXPECT_TRUE(descriptors.empty());
 }
 
 TEST(ManagerStore, AParkedGetIsAnsweredByTheNextPut) {

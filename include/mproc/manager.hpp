@@ -1,14 +1,16 @@
 #pragma once
 
-// Manager: containers that live in a server process and that every process reaches through
+// Manager: containers that a server process owns and that every process reaches through
 // proxies, as Python's multiprocessing.Manager. Locally the server listens on a Unix socket
 // that only this user can open; it can also listen on TCP for other machines. Every
-// connection proves that it knows the manager's key before its first request is read.
+// connection proves that it knows the manager's key before its first request is read. Dicts
+// live in shared memory that local processes work on directly; the other containers are
+// reached by a request to the server per operation.
 //
 //   mproc::Manager manager;                            // forks the server
 //   auto counts = manager.dict<std::string, int>();
 //   mproc::Process p(count_words, counts, "a.txt");     // proxies travel to any process
-//   counts.update("total", add_one);                    // runs atomically in the server
+//   counts.update("total", add_one);                    // atomic; runs in this process
 //
 // Make the Manager early, before the program starts threads of its own: its server is a fork
 // of the program, and a fork keeps only the thread that made it.
@@ -26,6 +28,7 @@
 #include <vector>
 
 #include "mproc/callable.hpp"
+#include "mproc/detail/local_dict.hpp"
 #include "mproc/detail/manager_client.hpp"
 #include "mproc/detail/manager_protocol.hpp"
 #include "mproc/detail/queue_core.hpp"
@@ -93,13 +96,19 @@ class ProxyBase {
 
 }  // namespace detail
 
-// A dict in the manager's server, as Python's Manager().dict(). Keys are compared by their
+// A dict shared through a manager, as Python's Manager().dict(). Keys are compared by their
 // encoding, which is equal for equal values of the usual key types (integers, strings,
 // tuples and pairs of them, std::map); floating-point keys compare by bits (0.0 != -0.0).
 // Entries keep their insertion order, as a Python dict does: overwriting a key keeps its
-// place. Every call is one round trip to the server. Throws mproc::Error when the server is
-// gone, SerializationError when a key or value cannot be encoded, ContainerTypeError when
-// the container holds other types.
+// place.
+//
+// The dict lives in shared memory that the manager's server owns. A process on the server's
+// machine (a local manager, reached by its Unix socket) asks the server for that memory once,
+// on its first call, and from then on does every operation itself, under the dict's
+// process-shared lock: no round trip. A process that reached the server over TCP sends each
+// call to the server, which does the same operation on the same memory. Throws mproc::Error
+// when the server is gone, SerializationError when a key or value cannot be encoded,
+// ContainerTypeError when the container holds other types.
 template <class K, class V>
 class DictProxy : public detail::ProxyBase {
   public:
@@ -110,9 +119,27 @@ class DictProxy : public detail::ProxyBase {
     DictProxy() = default;
 
     // d[key] = value.
-    void set(const K& key, const V& value) { call(detail::ManagerOp::dict_set, key, value); }
+    void set(const K& key, const V& value) {
+        if (detail::LocalDict* local = local_dict()) {
+            detail::ScratchBytes scratch;
+            scratch.add(key);
+            const std::size_t value_at = scratch.add(value);
+            local->set(scratch.span(0, value_at), scratch.span_from(value_at));
+            return;
+        }
+        call(detail::ManagerOp::dict_set, key, value);
+    }
     // The value of key, or nullopt.
     std::optional<V> get(const K& key) const {
+        if (detail::LocalDict* local = local_dict()) {
+            detail::ScratchBytes scratch;
+            scratch.add(key);
+            const std::size_t key_end = scratch.bytes().size();
+            if (!local->get(scratch.span(0, key_end), scratch.bytes())) return std::nullopt;
+            std::optional<V> value(std::in_place);
+            detail::decode(scratch.span_from(key_end), *value);
+            return value;
+        }
         detail::ManagerCall request = start(detail::ManagerOp::dict_get);
         request.add(key);
         detail::ManagerReply reply = request.send();
@@ -126,42 +153,72 @@ class DictProxy : public detail::ProxyBase {
         return std::move(*value);
     }
     bool contains(const K& key) const {
+        if (detail::LocalDict* local = local_dict()) {
+            detail::ScratchBytes scratch;
+            scratch.add(key);
+            return local->contains(scratch.span_from(0));
+        }
         return call(detail::ManagerOp::dict_contains, key).template value<bool>();
     }
     // Removes key; false when it was absent.
     bool erase(const K& key) {
+        if (detail::LocalDict* local = local_dict()) {
+            detail::ScratchBytes scratch;
+            scratch.add(key);
+            return local->erase(scratch.span_from(0));
+        }
         return call(detail::ManagerOp::dict_erase, key).template value<bool>();
     }
     std::size_t size() const {
+        if (detail::LocalDict* local = local_dict()) return local->size();
         return call(detail::ManagerOp::dict_size).template value<std::uint64_t>();
     }
     bool empty() const { return size() == 0; }
-    // The entries, keys or values, in insertion order, in one round trip.
+    // The entries, keys or values, in insertion order, at one moment (under the dict's lock,
+    // or in one round trip).
     std::vector<std::pair<K, V>> items() const {
-        return call(detail::ManagerOp::dict_items).template value<std::vector<std::pair<K, V>>>();
+        return sequence<std::vector<std::pair<K, V>>>(detail::ManagerOp::dict_items);
     }
-    std::vector<K> keys() const {
-        return call(detail::ManagerOp::dict_keys).template value<std::vector<K>>();
-    }
+    std::vector<K> keys() const { return sequence<std::vector<K>>(detail::ManagerOp::dict_keys); }
     std::vector<V> values() const {
-        return call(detail::ManagerOp::dict_values).template value<std::vector<V>>();
+        return sequence<std::vector<V>>(detail::ManagerOp::dict_values);
     }
-    void clear() { call(detail::ManagerOp::dict_clear); }
+    void clear() {
+        if (detail::LocalDict* local = local_dict()) return local->clear();
+        call(detail::ManagerOp::dict_clear);
+    }
 
     // Atomically d[key] = f(current, args...), and returns the new value. f is a sendable
     // callable (a function pointer or a lambda without captures, with explicit parameter
     // types) taking the current value as std::optional<V> (empty when key is absent), or as
-    // V (a value-initialised V when absent). It runs in the server, no other request between
-    // its read and its write; an exception from f leaves the entry as it was and comes back
-    // as RemoteError. Keep f short: the server serves no one else while it runs. Needs a
-    // process that runs the same build as the server (a child of the program that made the
-    // manager, or the same binary elsewhere): StateError otherwise.
+    // V (a value-initialised V when absent). No other operation on the dict comes between its
+    // read and its write. Where f runs: in this process, under the dict's lock, when the
+    // manager is local (so f may be any sendable callable of this program); in the server for
+    // a client that reached it over TCP, which then needs to run the same build as the server
+    // (StateError otherwise). An exception from f leaves the entry as it was and comes back
+    // as RemoteError. Keep f short: every other user of the dict waits while it runs, and f
+    // must not use this same dict (RemoteError holding a StateError).
     template <class F, class... Args>
     V update(const K& key, F f, Args&&... args) {
         static_assert(detail::update_function_for<F, V, Args...>,
                       "mproc: DictProxy<K, V>::update(key, f, args...) needs f(std::optional<V>, "
                       "args...) or f(V, args...) returning a V");
         detail::require_sendable<F>();
+        if (detail::LocalDict* local = local_dict()) {
+            detail::ScratchBytes scratch;
+            scratch.add(key);
+            const std::size_t arguments_at = scratch.bytes().size();
+            if constexpr (sizeof...(Args) > 0) {
+                detail::encode(scratch.bytes(), detail::as_wire(args)...);
+            }
+            std::vector<std::byte> result;
+            local->update(scratch.span(0, arguments_at),
+                          detail::update_entry<V, true, F, Args...>(), detail::callable_to_wire(f),
+                          scratch.span_from(arguments_at), result);
+            V value{};
+            detail::decode(result, value);
+            return value;
+        }
         const auto [entry, function] = detail::update_addresses<V, true, F, Args...>(f);
         detail::ManagerCall request(endpoint(), detail::ManagerOp::dict_update, id(), signature(),
                                     entry, function);
@@ -186,6 +243,22 @@ class DictProxy : public detail::ProxyBase {
     static std::uint64_t signature() noexcept {
         return detail::container_signature<K, V>(detail::ContainerKind::dict);
     }
+    // The dict's shared memory, when this process can work on it directly.
+    detail::LocalDict* local_dict() const {
+        return detail::local_dict(endpoint(), id(), signature());
+    }
+    template <class Sequence>
+    Sequence sequence(detail::ManagerOp op) const {
+        if (detail::LocalDict* local = local_dict()) {
+            std::vector<std::byte> bytes;
+            local->sequence(op != detail::ManagerOp::dict_values,
+                            op != detail::ManagerOp::dict_keys, bytes);
+            Sequence result;
+            detail::decode(bytes, result);
+            return result;
+        }
+        return call(op).template value<Sequence>();
+    }
     detail::ManagerCall start(detail::ManagerOp op) const {
         return detail::ManagerCall(endpoint(), op, id(), signature());
     }
@@ -198,7 +271,8 @@ class DictProxy : public detail::ProxyBase {
 };
 
 // A list in the manager's server: append, at, set, size, to_vector. Indices out of range
-// throw std::out_of_range; the other errors are as for DictProxy.
+// throw std::out_of_range; every call is one round trip to the server; the other errors are as for
+// DictProxy.
 template <class T>
 class ListProxy : public detail::ProxyBase {
   public:
@@ -249,7 +323,7 @@ class ListProxy : public detail::ProxyBase {
 };
 
 // One value in the manager's server: get, set, and update, which runs a sendable f in the
-// server atomically, as DictProxy::update does (f takes the current T).
+// server atomically, as DictProxy::update does over TCP (f takes the current T).
 template <class T>
 class ValueProxy : public detail::ProxyBase {
   public:
@@ -456,7 +530,8 @@ struct ManagerOptions {
 // A manager: the server process that holds shared containers, or a client of one on another
 // process or machine (Manager::connect). Containers are made by dict(), list(), queue(),
 // value() and lock(), which return proxies; the named forms return the same container to
-// every caller. A container lives as long as its server.
+// every caller. A container lives as long as its server (a dict's shared memory is freed when
+// the server and every process that used the dict have let go of it).
 //
 // The server is forked when the Manager is made; it serves every connection from one thread,
 // without blocking on any, and ends when this Manager is destroyed (or shutdown() is called),

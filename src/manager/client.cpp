@@ -16,8 +16,10 @@
 #include <utility>
 
 #include "manager/auth.hpp"
+#include "manager/server_life.hpp"
 #include "mproc/detail/error_info.hpp"
 #include "mproc/manager.hpp"
+#include "os/socket.hpp"
 
 namespace mproc::detail {
 
@@ -86,6 +88,14 @@ std::vector<CachedChannel>& thread_channels() {
     thread_local std::vector<CachedChannel> channels;
     return channels;
 }
+
+}  // namespace
+
+std::mutex& client_registry_mutex() {
+    return registry().mutex;
+}
+
+namespace {
 
 ManagerChannel& channel_for(ManagerEndpoint& endpoint) {
     auto& cache = thread_channels();
@@ -226,12 +236,15 @@ std::uint64_t ManagerChannel::open(const ManagerEndpoint& endpoint) {
 void ManagerChannel::receive_at_least(std::size_t bytes) {
     if (in_.size() < bytes) in_.resize(std::max(bytes, read_block));
     while (in_end_ < bytes) {
-        const ssize_t got = ::recv(socket_.get(), in_.data() + in_end_, in_.size() - in_end_, 0);
-        if (got < 0) {
-            if (errno == EINTR) continue;
-            fail(std::strerror(errno));
+        ssize_t got = 0;
+        try {
+            // A response's descriptors (a dict's memory) come with its first bytes.
+            got = receive_packet(socket_.get(), in_.data() + in_end_, in_.size() - in_end_, in_fds_,
+                                 true);
+        } catch (const std::exception& e) {
+            fail(e.what());
         }
-        if (got == 0) fail("the manager closed the connection (it has ended)");
+        if (got <= 0) fail("the manager closed the connection (it has ended)");
         in_end_ += static_cast<std::size_t>(got);
     }
 }
@@ -241,6 +254,7 @@ std::span<const std::byte> ManagerChannel::round_trip() {
         fail("the manager closed the connection (it has ended)");
     }
     in_end_ = 0;
+    in_fds_.clear();
     if (in_.size() > kept_buffer_bytes) in_ = {};
     receive_at_least(sizeof(FrameHeader));
     FrameHeader header;
@@ -252,7 +266,7 @@ std::span<const std::byte> ManagerChannel::round_trip() {
         throw;
     }
     if (header.kind != static_cast<std::uint16_t>(FrameKind::response) ||
-        header.sequence != sequence_ || header.fd_count != 0) {
+        header.sequence != sequence_) {
         close();
         throw SerializationError("mproc: the manager at " + address_ +
                                  " sent a frame that is not the response to the request");
@@ -263,6 +277,11 @@ std::span<const std::byte> ManagerChannel::round_trip() {
         close();
         throw SerializationError("mproc: the manager at " + address_ +
                                  " sent more than the response to the request");
+    }
+    if (in_fds_.size() != header.fd_count) {
+        close();
+        throw SerializationError("mproc: the manager at " + address_ +
+                                 " sent a response whose descriptors do not match its header");
     }
     return std::span<const std::byte>(in_).first(whole);
 }
@@ -334,6 +353,10 @@ ManagerCall::ManagerCall(ManagerEndpoint& endpoint, ManagerOp op, std::uint64_t 
 ManagerCall::~ManagerCall() {
     channel_.busy = false;
     if (channel_.out().capacity() > kept_buffer_bytes) channel_.out() = {};
+}
+
+std::vector<UniqueFd> ManagerCall::take_descriptors() noexcept {
+    return channel_.take_descriptors();
 }
 
 ManagerReply ManagerCall::send() {

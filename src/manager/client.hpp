@@ -4,11 +4,14 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "manager/address.hpp"
+#include "mproc/detail/local_dict.hpp"
 #include "mproc/detail/manager_client.hpp"
 #include "mproc/detail/unique_fd.hpp"
 
@@ -32,7 +35,17 @@ class ManagerEndpoint : public std::enable_shared_from_this<ManagerEndpoint> {
     const ManagerAddress parsed;
     // Unique in this process: what a thread's connection cache knows the endpoint by.
     const std::uint64_t serial;
+
+    // For a local server: the dicts this process has mapped, by container id, and the
+    // server's life block (local_dict.cpp). Guarded by client_registry_mutex(); kept as long
+    // as the endpoint, so a proxy's dict stays mapped while the proxy lives.
+    std::unordered_map<std::uint64_t, std::unique_ptr<LocalDict>> local_dicts;
+    std::shared_ptr<ServerLife> server_life;
 };
+
+// The lock of the process's client registry. Held across fork(), so a child never inherits it
+// locked.
+std::mutex& client_registry_mutex();
 
 // One thread's connection to one server. Every open channel is known to a registry that
 // closes them all in a forked child, so that a child never writes into its parent's
@@ -54,6 +67,8 @@ class ManagerChannel {
     // channel) when the server is gone; SerializationError for bytes that are not a response
     // to this request.
     std::span<const std::byte> round_trip();
+    // The descriptors that came with the last response.
+    std::vector<UniqueFd> take_descriptors() noexcept { return std::move(in_fds_); }
 
     std::vector<std::byte>& out() noexcept { return out_; }
     std::uint64_t next_sequence() noexcept { return ++sequence_; }
@@ -70,6 +85,7 @@ class ManagerChannel {
     std::vector<std::byte> out_;
     std::vector<std::byte> in_;
     std::size_t in_end_ = 0;
+    std::vector<UniqueFd> in_fds_;
     std::uint64_t sequence_ = 0;
 };
 

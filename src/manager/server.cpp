@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -24,6 +25,7 @@
 #include "manager/protocol.hpp"
 #include "manager/store.hpp"
 #include "os/process.hpp"
+#include "os/socket.hpp"
 #include "os/system_error.hpp"
 #include "worker/exception_capture.hpp"
 
@@ -58,6 +60,9 @@ struct Connection {
     std::size_t in_end = 0;
     std::vector<std::byte> out;
     std::size_t out_sent = 0;
+    // Descriptors that go with the response starting at an offset of out: sent with its first
+    // byte (SCM_RIGHTS), as the client reads them.
+    std::deque<std::pair<std::size_t, std::vector<UniqueFd>>> out_fds;
     std::uint32_t events = 0;  // what epoll watches for now
 
     std::size_t buffered() const noexcept { return in_end - in_start; }
@@ -355,8 +360,11 @@ class ServerLoop {
             }
             const std::size_t whole = sizeof header + header.payload_bytes;
             if (bytes.size() - used < whole) break;
-            const Store::Outcome outcome =
-                store_.execute({c.id, c.same_code}, bytes.subspan(used, whole), c.out);
+            const std::size_t response_at = c.out.size();
+            std::vector<UniqueFd> descriptors;
+            const Store::Outcome outcome = store_.execute(
+                {c.id, c.same_code, unix_socket_}, bytes.subspan(used, whole), c.out, &descriptors);
+            if (!descriptors.empty()) c.out_fds.emplace_back(response_at, std::move(descriptors));
             used += whole;
             if (outcome == Store::Outcome::parked) c.parked = true;
             deliver_completions();
@@ -367,8 +375,7 @@ class ServerLoop {
     // Sends what the socket takes now. False when the client was dropped.
     bool flush(Connection& c) {
         while (c.unsent() > 0) {
-            const ssize_t sent = ::send(c.socket.get(), c.out.data() + c.out_sent, c.unsent(),
-                                        MSG_DONTWAIT | MSG_NOSIGNAL);
+            const ssize_t sent = send_some(c);
             if (sent < 0) {
                 if (errno == EINTR) continue;
                 if (errno == EAGAIN || errno == EWOULDBLOCK) break;
@@ -378,12 +385,37 @@ class ServerLoop {
             c.out_sent += static_cast<std::size_t>(sent);
         }
         if (c.unsent() == 0) {
+            c.out_fds.clear();
             c.out.clear();
             c.out_sent = 0;
             if (c.out.capacity() > kept_buffer_bytes) c.out = {};
         }
         update_interest(c);
         return true;
+    }
+
+    // One send of c's unsent bytes, up to the next response that carries descriptors, or of
+    // that response's first bytes with its descriptors.
+    static ssize_t send_some(Connection& c) {
+        std::size_t end = c.out.size();
+        if (!c.out_fds.empty() && c.out_fds.front().first == c.out_sent) {
+            const std::vector<UniqueFd>& owned = c.out_fds.front().second;
+            std::vector<int> fds;
+            for (const UniqueFd& fd : owned) fds.push_back(fd.get());
+            if (c.out_fds.size() > 1) end = c.out_fds[1].first;
+            iovec bytes{c.out.data() + c.out_sent, end - c.out_sent};
+            msghdr message{};
+            message.msg_iov = &bytes;
+            message.msg_iovlen = 1;
+            ControlBuffer control;
+            attach_fds(message, control, fds);
+            const ssize_t sent = ::sendmsg(c.socket.get(), &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (sent > 0) c.out_fds.pop_front();
+            return sent;
+        }
+        if (!c.out_fds.empty()) end = c.out_fds.front().first;
+        return ::send(c.socket.get(), c.out.data() + c.out_sent, end - c.out_sent,
+                      MSG_DONTWAIT | MSG_NOSIGNAL);
     }
 
     void update_interest(Connection& c) {
@@ -461,6 +493,16 @@ class ServerLoop {
     std::vector<std::byte> scratch_ = std::vector<std::byte>(read_block);
 };
 
+// Every dict keeps a descriptor open in the server (its memfd), so a program with many dicts
+// would run out at the usual soft limit of 1024; the server takes what the hard limit allows.
+void allow_many_descriptors() noexcept {
+    rlimit limit{};
+    if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &limit);
+    }
+}
+
 [[noreturn]] void serve(UniqueFd listener, bool unix_socket, const std::string& address,
                         const std::string& authkey, std::uint64_t incarnation, UniqueFd stop,
                         pid_t parent) {
@@ -477,6 +519,7 @@ class ServerLoop {
         ::signal(SIGINT, SIG_IGN);
         enable_throw_backtraces();
         mark_serving(address);
+        allow_many_descriptors();
         ServerLoop(std::move(listener), unix_socket, authkey, incarnation, std::move(stop),
                    std::move(parent_fd))
             .run();

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstring>
 #include <deque>
-#include <list>
 #include <new>
 #include <set>
 #include <string>
@@ -12,6 +11,8 @@
 #include <variant>
 
 #include "manager/protocol.hpp"
+#include "manager/server_life.hpp"
+#include "manager/shared_dict.hpp"
 #include "mproc/detail/manager_client.hpp"
 #include "mproc/errors.hpp"
 #include "worker/exception_capture.hpp"
@@ -26,9 +27,6 @@ using Bytes = std::string;
 
 Bytes to_bytes(std::span<const std::byte> span) {
     return Bytes(reinterpret_cast<const char*>(span.data()), span.size());
-}
-std::string_view as_view(std::span<const std::byte> span) noexcept {
-    return {reinterpret_cast<const char*>(span.data()), span.size()};
 }
 std::span<const std::byte> as_span(const Bytes& bytes) noexcept {
     return std::as_bytes(std::span(bytes.data(), bytes.size()));
@@ -54,26 +52,10 @@ struct Parked {
     Bytes item;  // what a waiting put will put
 };
 
-// Insertion-ordered, as a Python dict: a list of entries in order, and an index from the key
-// bytes (viewed in place in the list node, which never moves) to its entry.
+// In shared memory, which local clients map and work on directly (shared_dict.hpp); the
+// server works on it the same way for its TCP clients.
 struct Dict {
-    using Entries = std::list<std::pair<Bytes, Bytes>>;
-    Entries entries;
-    std::unordered_map<std::string_view, Entries::iterator> index;
-
-    Entries::iterator find(std::string_view key) {
-        auto found = index.find(key);
-        return found == index.end() ? entries.end() : found->second;
-    }
-    void insert(std::span<const std::byte> key, Bytes value) {
-        entries.emplace_back(to_bytes(key), std::move(value));
-        try {
-            index.emplace(entries.back().first, std::prev(entries.end()));
-        } catch (...) {
-            entries.pop_back();
-            throw;
-        }
-    }
+    std::shared_ptr<SharedDict> shared;
 };
 
 struct List {
@@ -141,6 +123,9 @@ const char* kind_name(ContainerKind kind) {
 }  // namespace
 
 struct Store::Impl {
+    // Held for the life of the store, which in a server is the life of the process: local
+    // clients tell by it that the server still runs (server_life.hpp).
+    std::shared_ptr<ServerLife> life = ServerLife::hold();
     std::vector<std::unique_ptr<Container>> containers;  // id - 1
     std::unordered_map<std::string, std::uint64_t> named;
     std::unordered_map<ClientId, std::uint64_t> parked_in;  // client -> container
@@ -151,8 +136,8 @@ struct Store::Impl {
 
     // ------------------------------------------------------------------------- dispatch
 
-    Outcome dispatch(const ClientInfo& client, const Request& request,
-                     std::vector<std::byte>& out) {
+    Outcome dispatch(const ClientInfo& client, const Request& request, std::vector<std::byte>& out,
+                     std::vector<UniqueFd>* descriptors) {
         const std::uint64_t sequence = request.header.sequence;
         if (request.op() == ManagerOp::create) return create(request, out);
         Container& c = container(request.head.container);
@@ -174,8 +159,14 @@ struct Store::Impl {
             default:
                 break;
         }
+        const std::size_t start = out.size();
         ReplyWriter reply(out, sequence);
         switch (request.op()) {
+            case ManagerOp::dict_attach:
+                attach_dict(client, as<Dict>(c), descriptors, reply);
+                reply.finish();
+                set_descriptor_count(out, start, 2);
+                return Outcome::answered;
             case ManagerOp::dict_set:
             case ManagerOp::dict_get:
             case ManagerOp::dict_contains:
@@ -186,7 +177,7 @@ struct Store::Impl {
             case ManagerOp::dict_values:
             case ManagerOp::dict_clear:
             case ManagerOp::dict_update:
-                dict_op(client, as<Dict>(c), request, reply);
+                dict_op(client, *as<Dict>(c).shared, request, reply);
                 break;
             case ManagerOp::list_append:
             case ManagerOp::list_at:
@@ -252,9 +243,10 @@ struct Store::Impl {
         }
         if (id == 0) {
             auto made = std::make_unique<Container>(
-                Container{kind, spec.signature, spec.name, spec.description, Dict{}});
+                Container{kind, spec.signature, spec.name, spec.description, List{}});
             switch (kind) {
                 case ContainerKind::dict:
+                    made->data = Dict{SharedDict::create(spec.signature)};
                     break;
                 case ContainerKind::list:
                     made->data = List{};
@@ -294,7 +286,8 @@ struct Store::Impl {
 
     // Runs an update entry and returns the new value's bytes. RemoteFailure when the
     // function (or the decoding of its arguments) threw.
-    static Bytes run_update(const ClientInfo& client, const Request& request, const Bytes* current,
+    static Bytes run_update(const ClientInfo& client, const Request& request,
+                            std::optional<std::span<const std::byte>> current,
                             std::span<const std::byte> arguments) {
         if (!client.same_code) {
             throw ReplyError(
@@ -307,8 +300,8 @@ struct Store::Impl {
         const UpdateEntryFn entry = find_update_entry(request.header.entry);
         std::vector<std::byte> result;
         UpdateCall call;
-        call.current = current ? as_span(*current) : std::span<const std::byte>();
-        call.present = current != nullptr;
+        call.current = current.value_or(std::span<const std::byte>());
+        call.present = current.has_value();
         call.arguments = arguments;
         call.function = request.header.function;
         call.result = &result;
@@ -332,80 +325,80 @@ struct Store::Impl {
         appender.end_item();
     }
 
-    void dict_op(const ClientInfo& client, Dict& dict, const Request& request, ReplyWriter& reply) {
+    // Sends a local client the dict's memfd and the server's life block, so that it works on
+    // the dict directly from then on. The signature was checked as for any request.
+    void attach_dict(const ClientInfo& client, Dict& dict, std::vector<UniqueFd>* descriptors,
+                     ReplyWriter& reply) {
+        if (!client.local || descriptors == nullptr) {
+            throw ReplyError(ReplyStatus::misuse,
+                             "mproc: a dict's shared memory is sent only over a local "
+                             "connection");
+        }
+        descriptors->push_back(dict.shared->fd().duplicate());
+        descriptors->push_back(life->fd().duplicate());
+        reply.ok();
+    }
+
+    static void set_descriptor_count(std::vector<std::byte>& out, std::size_t frame_start,
+                                     std::uint32_t count) {
+        FrameHeader header;
+        std::memcpy(&header, out.data() + frame_start, sizeof header);
+        header.fd_count = count;
+        std::memcpy(out.data() + frame_start, &header, sizeof header);
+    }
+
+    // A TCP client's dict request, run on the same shared memory that local clients use.
+    static void dict_op(const ClientInfo& client, SharedDict& dict, const Request& request,
+                        ReplyWriter& reply) {
+        SharedDict::Access access(dict);
         switch (request.op()) {
-            case ManagerOp::dict_set: {
-                const auto key = request.item(0);
-                const auto value = request.item(1);
-                auto found = dict.find(as_view(key));
-                if (found != dict.entries.end()) {
-                    found->second.assign(as_view(value));
-                } else {
-                    dict.insert(key, to_bytes(value));
-                }
+            case ManagerOp::dict_set:
+                access.set(request.item(0), request.item(1));
                 reply.ok();
                 return;
-            }
             case ManagerOp::dict_get: {
-                auto found = dict.find(as_view(request.item(0)));
+                const auto value = access.find(request.item(0));
                 reply.ok();
-                if (found != dict.entries.end()) reply.add_bytes(as_span(found->second));
+                if (value) reply.add_bytes(*value);
                 return;
             }
             case ManagerOp::dict_contains: {
-                const bool present = dict.find(as_view(request.item(0))) != dict.entries.end();
+                const bool present = access.find(request.item(0)).has_value();
                 reply.ok();
                 reply.add(present);
                 return;
             }
             case ManagerOp::dict_erase: {
-                auto found = dict.find(as_view(request.item(0)));
-                const bool present = found != dict.entries.end();
-                if (present) {
-                    dict.index.erase(std::string_view(found->first));
-                    dict.entries.erase(found);
-                }
+                const bool present = access.erase(request.item(0));
                 reply.ok();
                 reply.add(present);
                 return;
             }
             case ManagerOp::dict_size:
                 reply.ok();
-                reply.add(static_cast<std::uint64_t>(dict.index.size()));
+                reply.add(access.size());
                 return;
             case ManagerOp::dict_items:
             case ManagerOp::dict_keys:
             case ManagerOp::dict_values: {
-                const bool keys = request.op() != ManagerOp::dict_values;
-                const bool values = request.op() != ManagerOp::dict_keys;
                 reply.ok();
-                // vector<pair<K, V>> encodes as its count and then each key and value, so the
-                // stored bytes are the answer, laid end to end.
-                add_sequence(reply, dict.entries.size(), [&](const auto& append) {
-                    for (const auto& [key, value] : dict.entries) {
-                        if (keys) append(key);
-                        if (values) append(value);
-                    }
-                });
+                FrameAppender& appender = reply.appender();
+                appender.begin_item();
+                access.append_sequence(appender.buffer(), request.op() != ManagerOp::dict_values,
+                                       request.op() != ManagerOp::dict_keys);
+                appender.end_item();
                 return;
             }
             case ManagerOp::dict_clear:
-                dict.index.clear();
-                dict.entries.clear();
+                access.clear();
                 reply.ok();
                 return;
             case ManagerOp::dict_update: {
                 const auto key = request.item(0);
-                auto found = dict.find(as_view(key));
-                const Bytes* current = found != dict.entries.end() ? &found->second : nullptr;
-                Bytes next = run_update(client, request, current, request.item(1));
+                const Bytes next = run_update(client, request, access.find(key), request.item(1));
+                access.set(key, as_span(next));
                 reply.ok();
                 reply.add_bytes(as_span(next));
-                if (found != dict.entries.end()) {
-                    found->second = std::move(next);
-                } else {
-                    dict.insert(key, std::move(next));
-                }
                 return;
             }
             default:
@@ -468,7 +461,7 @@ struct Store::Impl {
                 reply.ok();
                 return;
             case ManagerOp::value_update: {
-                Bytes next = run_update(client, request, &value.value, request.item(0));
+                Bytes next = run_update(client, request, as_span(value.value), request.item(0));
                 reply.ok();
                 reply.add_bytes(as_span(next));
                 value.value = std::move(next);
@@ -741,18 +734,21 @@ Store::Store() : impl_(std::make_unique<Impl>()) {}
 Store::~Store() = default;
 
 Store::Outcome Store::execute(const ClientInfo& client, std::span<const std::byte> frame,
-                              std::vector<std::byte>& out) {
+                              std::vector<std::byte>& out, std::vector<UniqueFd>* descriptors) {
     FrameHeader header{};
     if (frame.size() >= sizeof header) std::memcpy(&header, frame.data(), sizeof header);
     const std::size_t start = out.size();
+    const std::size_t descriptors_before = descriptors ? descriptors->size() : 0;
     auto fail = [&](ReplyStatus status, std::string_view message) {
         out.resize(start);
+        if (descriptors)
+            descriptors->erase(descriptors->begin() + descriptors_before, descriptors->end());
         write_error_reply(out, header.sequence, status, message);
         return Outcome::answered;
     };
     try {
         const Request request = decode_request(frame);
-        return impl_->dispatch(client, request, out);
+        return impl_->dispatch(client, request, out, descriptors);
     } catch (const ReplyError& e) {
         return fail(e.status, e.what());
     } catch (const RemoteFailure& failure) {

@@ -5,7 +5,9 @@
 // request frames in and reading response frames out.
 //
 // Keys and values are kept as the bytes the clients encoded; the store never decodes them,
-// except in an update entry. Each container records its kind and its type signature, and a
+// except in an update entry. Dicts live in shared memory (shared_dict.hpp), which local
+// clients map and change without a request; the store serves them the memory, and runs the
+// requests of TCP clients on it. Each container records its kind and its type signature, and a
 // request whose signature differs is refused: that is how a proxy of the wrong types finds
 // out, on its first call.
 
@@ -17,6 +19,8 @@
 #include <span>
 #include <vector>
 
+#include "mproc/detail/unique_fd.hpp"
+
 namespace mproc::detail {
 
 using ClientId = std::uint64_t;
@@ -27,6 +31,9 @@ struct ClientInfo {
     // Whether the client runs the same code at the same wire addresses (auth.hpp): only then
     // may it name an update function.
     bool same_code = false;
+    // Whether the client is on this machine (a Unix socket): only then may it be sent a
+    // dict's shared memory.
+    bool local = false;
 };
 
 class Store {
@@ -50,9 +57,11 @@ class Store {
     // Runs one request frame (header and payload, as framed by the caller). Never throws for
     // anything a client sends: malformed requests, unknown containers, wrong types, failing
     // update functions all get an error response. (std::bad_alloc for the response itself may
-    // still escape.)
+    // still escape.) A response that carries descriptors (a dict's shared memory, to a local
+    // client) appends them to descriptors, in the order its header counts them; a request for
+    // one without descriptors is refused.
     Outcome execute(const ClientInfo& client, std::span<const std::byte> frame,
-                    std::vector<std::byte>& out);
+                    std::vector<std::byte>& out, std::vector<UniqueFd>* descriptors = nullptr);
 
     // Completes the parked requests whose deadline is at or before now.
     void expire(StoreClock::time_point now);

@@ -25,6 +25,7 @@
 #include "mproc/detail/frame.hpp"
 #include "mproc/detail/manager_protocol.hpp"
 #include "mproc/detail/task_codec.hpp"
+#include "mproc/detail/unique_fd.hpp"
 #include "mproc/detail/wire_archive.hpp"
 
 namespace mproc::detail {
@@ -99,6 +100,8 @@ class ManagerCall {
     // for: SerializationError, ContainerTypeError, std::out_of_range, RemoteError, Empty,
     // Full, StateError; mproc::Error when the connection fails (the server has ended).
     ManagerReply send();
+    // The descriptors the response carried (after send()).
+    std::vector<UniqueFd> take_descriptors() noexcept;
 
   private:
     ManagerChannel& channel_;
@@ -168,6 +171,14 @@ concept update_function_for =
                            V>) ||
     (std::is_invocable_v<F&, V&&, wire_arg_t<Args>&&...> &&
      std::is_convertible_v<std::invoke_result_t<F&, V&&, wire_arg_t<Args>&&...>, V>);
+
+// The update entry that runs f for a V, as update_addresses names it.
+template <class V, bool AllowOptional, class F, class... Args>
+UpdateEntryFn update_entry() {
+    using ArgTuple = std::tuple<wire_arg_t<Args>...>;
+    constexpr bool optional_form = AllowOptional && takes_optional<F, V, Args...>;
+    return &run_update<F, V, ArgTuple, optional_form>;
+}
 
 // Fills in an update request's header and arguments item, for ValueProxy and DictProxy.
 template <class V, bool AllowOptional, class F, class... Args>

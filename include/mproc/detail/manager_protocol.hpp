@@ -7,6 +7,8 @@
 //   request:  header (entry and function set for an update), then items:
 //             [RequestHead: op, container, type signature] [op's arguments...]
 //   response: header, then items: [status byte, + message or ErrorInfo if not ok] [results...]
+//             Only a dict_attach response carries descriptors (fd_count in its header); they
+//             travel with its first byte (SCM_RIGHTS).
 //
 // Keys and values are cereal encodings (wire_archive.hpp) made by the client; the server
 // stores and compares them as bytes and never decodes them, except inside an update entry.
@@ -41,6 +43,8 @@ enum class ManagerOp : std::uint32_t {
     dict_values = 17,    // reply: the encoding of vector<V>
     dict_clear = 18,
     dict_update = 19,  // key, arguments; header: entry, function; reply: the new value
+    dict_attach = 20,  // local clients only; reply: no items, and two descriptors: the dict's
+                       // shared memory and the server's life block (src/manager/)
 
     list_append = 30,  // value
     list_at = 31,      // u64 index; reply: value
