@@ -228,7 +228,7 @@ class Pool {
             if (encoder->size() == chunksize) {
                 batch_tasks += encoder->size();
                 batch.push_back(encoder->finish());
-                batch_bytes += batch.back().bytes.size();
+                batch_bytes += batch.back().size();
                 encoder.reset();
                 if (first_task == 0 || batch_bytes >= submit_batch_bytes) submit_batch();
             }
