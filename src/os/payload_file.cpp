@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <string>
 
 #include "mproc/errors.hpp"
@@ -56,6 +58,8 @@ std::shared_ptr<const PayloadFile> PayloadFile::adopt(UniqueFd fd, std::size_t e
     }
     std::shared_ptr<PayloadFile> file(new PayloadFile(std::move(fd), expected_bytes));
     file->map(PROT_READ);
+    file->received_ = true;
+    file->owner_pid_ = ::getpid();
     return file;
 }
 
@@ -64,6 +68,21 @@ PayloadFile::PayloadFile(UniqueFd fd, std::size_t size) noexcept
 
 PayloadFile::~PayloadFile() {
     if (data_ != nullptr) ::munmap(data_, size_);
+    // A forked child's copy of a received frame is not the reader the sender waits for.
+    if (received_ && owner_pid_ == ::getpid()) hand_back();
+}
+
+bool PayloadFile::handed_back() const noexcept {
+    return std::atomic_ref(*reinterpret_cast<std::uint32_t*>(data_))
+               .load(std::memory_order_acquire) == 0;
+}
+
+void PayloadFile::hand_back() const noexcept {
+    // Through the descriptor, which a received file's read-only mapping cannot write; the
+    // system call orders every read of the frame before it. A file that cannot be written (a
+    // forger's) is simply never handed back.
+    const std::uint32_t zero = 0;
+    [[maybe_unused]] const ssize_t written = ::pwrite(fd_.get(), &zero, sizeof zero, 0);
 }
 
 void PayloadFile::map(int protection) {

@@ -585,10 +585,11 @@ void PoolCore::submit(std::shared_ptr<Job> job, std::vector<Frame> frames, std::
         }
     }
     if (wake) impl_->wake_collector();
-    // Large frames wait here while the pools hold a few per worker already: a caller that
-    // encodes faster than the workers run would otherwise fill memory with frames, and the
-    // files of frames done are the cheapest memory to write the next ones into.
-    if (large) wait_for_lent_payload_files(chunks_in_flight * impl_->processes);
+    // Large frames wait here while the pools hold one per worker and one more: enough to keep
+    // every worker busy; past that, a caller that encodes faster than the workers run would
+    // fill memory with frames, each in fresh pages, where waiting lets it reuse the files of
+    // the frames done.
+    if (large) wait_for_lent_payload_files(impl_->processes + 1);
 }
 
 void PoolCore::close() {

@@ -3,7 +3,6 @@
 #include <pthread.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -25,8 +24,11 @@ class PayloadFileReuse {
         // The smallest that fits: a frame fills a file only by having its size.
         auto best = idle_.end();
         for (auto it = idle_.begin(); it != idle_.end(); ++it) {
-            if ((*it)->size() >= bytes && (best == idle_.end() || (*it)->size() < (*best)->size()))
+            const std::size_t size = (*it)->size();
+            if (size >= bytes && (best == idle_.end() || size < (*best)->size()) &&
+                (*it)->handed_back()) {
                 best = it;
+            }
         }
         if (best == idle_.end()) return nullptr;
         std::unique_ptr<PayloadFile> file = std::move(*best);
@@ -35,15 +37,15 @@ class PayloadFileReuse {
     }
 
     void keep(std::unique_ptr<PayloadFile> file) {
-        std::unique_ptr<PayloadFile> dropped;  // freed outside the lock
+        std::unique_ptr<PayloadFile> dropped;  // freed after the lock
         std::lock_guard lock(mutex_);
-        file->lent_ = false;
-        // Files made before a fork belong to the parent, which may write them at any time.
+        // A file made before a fork is the parent's, which may write it at any time.
         if (file->owner_pid_ != ::getpid()) {
             dropped = std::move(file);
             return;
         }
         idle_.push_back(std::move(file));
+        // The oldest first: a file whose receiver died is never handed back.
         if (idle_.size() > max_idle_files) {
             dropped = std::move(idle_.front());
             idle_.erase(idle_.begin());
@@ -55,17 +57,19 @@ class PayloadFileReuse {
         bool lent;
         {
             std::lock_guard lock(mutex_);
-            lent = file->lent_;
+            // A forked child counted none of what it inherited.
+            lent = std::exchange(owned->lent_, false) && owned->owner_pid_ == ::getpid();
             if (lent) --lent_files_;
         }
-        if (!lent) return;
+        if (!lent) return;  // nobody said when its receiver is done: freed now
         lent_returned_.notify_all();
         keep(std::move(owned));
     }
 
     bool lend(const PayloadFile& file) {
         std::lock_guard lock(mutex_);
-        if (file.owner_pid_ != ::getpid()) return false;
+        // Only a file this process made goes through release(), which counts it back.
+        if (file.owner_pid_ != ::getpid() || file.received_) return false;
         if (!std::exchange(const_cast<PayloadFile&>(file).lent_, true)) ++lent_files_;
         return true;
     }
@@ -82,26 +86,21 @@ class PayloadFileReuse {
         dropped.swap(idle_);
     }
 
-    // A forked child starts with no idle file and nothing lent: what it inherited is the
-    // parent's. The lock is held across fork, so the child's copy is consistent.
-    void before_fork() { mutex_.lock(); }
-    void after_fork_in_parent() { mutex_.unlock(); }
-    void after_fork_in_child() {
-        for (auto& file : idle_) file.reset();
-        idle_.clear();
-        lent_files_ = 0;
-        mutex_.unlock();
-    }
-
   private:
     PayloadFileReuse() {
-        ::pthread_atfork([] { instance().before_fork(); },
-                         [] { instance().after_fork_in_parent(); },
-                         [] { instance().after_fork_in_child(); });
+        // A forked child starts with no idle file and nothing lent: what it inherited is the
+        // parent's. The lock is held across fork, so the child's copy is consistent.
+        ::pthread_atfork([] { instance().mutex_.lock(); }, [] { instance().mutex_.unlock(); },
+                         [] {
+                             PayloadFileReuse& reuse = instance();
+                             reuse.idle_.clear();
+                             reuse.lent_files_ = 0;
+                             reuse.mutex_.unlock();
+                         });
     }
 
-    // Enough for the files of a few pools' chunks in flight.
-    static constexpr std::size_t max_idle_files = 16;
+    // A few per worker of a pool or two, in flight or on their way back.
+    static constexpr std::size_t max_idle_files = 8;
 
     std::mutex mutex_;
     std::condition_variable lent_returned_;
@@ -114,6 +113,7 @@ std::unique_ptr<PayloadFile> reuse_payload_file(std::size_t bytes) {
 }
 
 void return_payload_file(std::unique_ptr<PayloadFile> file) {
+    file->hand_back();  // never sent: no receiver will
     PayloadFileReuse::instance().keep(std::move(file));
 }
 

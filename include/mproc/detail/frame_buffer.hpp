@@ -26,58 +26,48 @@ inline constexpr std::size_t large_frame_bytes = std::size_t{1} << 20;
 
 class FrameBuffer {
   public:
-    std::size_t size() const noexcept { return file_ ? file_bytes_ : heap_.size(); }
-    std::byte* data() noexcept { return file_ ? file_->data() : heap_.data(); }
+    std::size_t size() const noexcept { return size_; }
+    std::byte* data() noexcept { return data_; }
     bool in_file() const noexcept { return file_ != nullptr; }
 
-    // Grows to n bytes, or cuts back to n. New bytes are for the caller to write: they are
-    // zero on the heap, unspecified in a file.
+    // Inline, with one test on the way: these run several times per task and per result.
+    // Grows to n bytes, or cuts back to n. New bytes are for the caller to write.
     void resize(std::size_t n) {
-        if (n > limit()) make_room(n);
-        if (file_) {
-            file_bytes_ = n;
-        } else {
-            heap_.resize(n);
-        }
+        if (n > capacity_) make_room(n);
+        size_ = n;
     }
     // Makes room for n bytes in all, so that they can be written without moving.
     void reserve(std::size_t n) {
-        if (n > limit()) {
-            make_room(n);
-        } else if (!file_) {
-            heap_.reserve(n);
-        }
+        if (n > capacity_) make_room(n);
     }
     void append(const void* bytes, std::size_t n) {
-        const std::size_t at = size();
+        const std::size_t at = size_;
         resize(at + n);
-        if (n != 0) std::memcpy(data() + at, bytes, n);
+        if (n != 0) std::memcpy(data_ + at, bytes, n);
     }
     void push_back(std::byte byte) {
-        if (!file_ && heap_.size() < large_frame_bytes) {
-            heap_.push_back(byte);
-        } else {
-            append(&byte, 1);
-        }
+        if (size_ == capacity_) make_room(size_ + 1);
+        data_[size_++] = byte;
     }
 
     // The bytes written, on the heap; empty when they are in a file (see take_file).
-    std::vector<std::byte> take_heap() noexcept { return std::move(heap_); }
+    std::vector<std::byte> take_heap() noexcept;
     // The file that holds the bytes written, cut to their size and sealed; nullptr when they
     // are on the heap.
     std::shared_ptr<const PayloadFile> take_file();
 
   private:
-    std::size_t limit() const noexcept { return file_ ? file_->size() : large_frame_bytes; }
-    // Moves the bytes into a file, or grows the file, so that n bytes fit.
+    // Grows the heap, moves the bytes into a file, or grows the file, so that n bytes fit.
     void make_room(std::size_t n);
-
     // Moves the bytes written into a new file with room for n.
     void move_to_new_file(std::size_t n);
+    void use_file(std::unique_ptr<PayloadFile> file, bool reused);
 
-    std::vector<std::byte> heap_;
+    std::byte* data_ = nullptr;
+    std::size_t size_ = 0;
+    std::size_t capacity_ = 0;
+    std::vector<std::byte> heap_;  // sized to the capacity, while the bytes are on the heap
     std::unique_ptr<PayloadFile> file_;
-    std::size_t file_bytes_ = 0;
     bool reused_ = false;  // file_ was sent before: its size is sealed
 };
 

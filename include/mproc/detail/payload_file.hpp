@@ -4,6 +4,11 @@
 // the frame into the file's mapping once, the descriptor rides with the frame's header
 // (SCM_RIGHTS), and the receiver decodes straight from its own mapping. No byte of the payload
 // is copied into or out of a socket, and none lands on either side's heap.
+//
+// The file holds the whole frame, header first. Its first four bytes (the header's magic) say
+// whether a receiver may still read it: the sender writes the magic with the frame, and the
+// receiver zeroes it when it lets go of the frame, handing the file back: the sender may then
+// write another frame into it (see payload_file_reuse.hpp).
 
 #include <cstddef>
 #include <memory>
@@ -40,6 +45,11 @@ class PayloadFile {
     // Cuts the file to the frame's `bytes` and seals its size, so that it can be sent.
     void seal(std::size_t bytes);
 
+    // Whether every receiver of the frame in it has let go of it (or it was never sent).
+    bool handed_back() const noexcept;
+    // Tells the sender that this process will not read the file any more.
+    void hand_back() const noexcept;
+
   private:
     friend class PayloadFileReuse;
 
@@ -49,8 +59,9 @@ class PayloadFile {
     UniqueFd fd_;
     std::size_t size_;
     std::byte* data_ = nullptr;
-    int owner_pid_ = 0;  // the process that made it; a forked child must never write it
-    bool lent_ = false;  // held by a pool until its chunk is done (under PayloadFileReuse's lock)
+    int owner_pid_ = 0;      // the process that made or received it; not a child forked since
+    bool received_ = false;  // adopted from a sender, to whom it is handed back
+    bool lent_ = false;      // counted as held by a pool (under PayloadFileReuse's lock)
 };
 
 }  // namespace mproc::detail
