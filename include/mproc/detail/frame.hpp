@@ -90,8 +90,8 @@ struct Frame {
     void append_fds(std::vector<int>& out) const;
 };
 
-// A frame with the same bytes and duplicates of its descriptors; the file, never written
-// after it is sealed, is shared.
+// A frame with the same bytes and duplicates of its descriptors; the file, which nobody
+// writes while a frame holds it, is shared.
 Frame copy_frame(const Frame& frame);
 
 // Completes a frame whose stream bytes and descriptors (all header.fd_count of them) arrived:
