@@ -55,6 +55,8 @@ Measurement map_small_chunk1(const Settings& settings);
 Measurement apply_async(const Settings& settings);
 Measurement apply_roundtrip(const Settings& settings);
 Measurement large_arg_16mib(const Settings& settings);
+Measurement shared_array_arg_1mib(const Settings& settings);
+Measurement shared_array_arg_256mib(const Settings& settings);
 Measurement primes_speedup(const Settings& settings);
 Measurement primes_threads_speedup(const Settings& settings);
 Measurement queue_throughput(const Settings& settings);

@@ -55,6 +55,9 @@ constexpr Workload workloads[] = {
     {"pool_start_fork", pool_start_fork},
     {"pool_start_spawn", pool_start_spawn},
     {"pool_start_forkserver", pool_start_forkserver},
+    // mproc's own rows, which python_baseline.py has no twin for.
+    {"shared_array_arg_1mib", shared_array_arg_1mib},
+    {"shared_array_arg_256mib", shared_array_arg_256mib},
 };
 
 struct CommandLine {

@@ -36,6 +36,28 @@ mproc::Pool warmed_pool(const Settings& settings) {
     return pool;
 }
 
+// The size of a shared array, without touching its elements: what the call costs is the
+// array's passage, as a descriptor, into the worker and back out of it.
+std::size_t shared_length(mproc::SharedArray<std::uint8_t> array) {
+    return array.size();
+}
+
+// map(shared_length, the same array named n times) with chunk size 1, in tasks per second.
+Measurement shared_array_tasks(const Settings& settings, std::size_t bytes) {
+    constexpr int tasks = 2'000;
+    mproc::Pool pool = warmed_pool(settings);
+    const mproc::SharedArray<std::uint8_t> array(bytes);
+    auto arrays = std::views::iota(0, tasks) |
+                  std::views::transform(
+                      [&array](int) -> const mproc::SharedArray<std::uint8_t>& { return array; });
+    std::vector<std::size_t> sizes;
+    const double elapsed = seconds([&] { sizes = pool.map(shared_length, arrays, 1); });
+    for (std::size_t size : sizes) {
+        if (size != bytes) throw WrongResult("a worker saw " + std::to_string(size) + " bytes");
+    }
+    return {tasks / elapsed, "tasks/s"};
+}
+
 // map(square, 0..n) with the given chunk size (0: the default, about four chunks per worker).
 Measurement map_squares(const Settings& settings, std::int64_t n, std::size_t chunksize) {
     mproc::Pool pool = warmed_pool(settings);
@@ -104,6 +126,15 @@ Measurement large_arg_16mib(const Settings& settings) {
             throw WrongResult("a worker saw " + std::to_string(size) + " bytes");
     }
     return {copies * 16.0 / elapsed, "MiB/s"};
+}
+
+// mproc only (Python has no SharedArray): a shared array costs the same at any size.
+Measurement shared_array_arg_1mib(const Settings& settings) {
+    return shared_array_tasks(settings, std::size_t{1} << 20);
+}
+
+Measurement shared_array_arg_256mib(const Settings& settings) {
+    return shared_array_tasks(settings, std::size_t{256} << 20);
 }
 
 }  // namespace mproc_bench

@@ -131,6 +131,11 @@ class Pool {
 
     std::size_t processes() const noexcept { return core_->processes(); }
 
+    // Every submission below returns once its tasks are encoded and queued; but tasks whose
+    // chunk encodes to more than 1 MiB wait there (a second at most) while the pool already
+    // holds one such chunk per worker and one more, so that a caller that encodes faster than
+    // the workers run does not fill memory with them.
+
     // f(x) for each x of inputs, in order. Throws the error of the first task (by position)
     // that failed, after all have ended. chunksize 0 picks about four chunks per worker.
     template <class F, std::ranges::input_range Inputs>
@@ -228,7 +233,7 @@ class Pool {
             if (encoder->size() == chunksize) {
                 batch_tasks += encoder->size();
                 batch.push_back(encoder->finish());
-                batch_bytes += batch.back().bytes.size();
+                batch_bytes += batch.back().size();
                 encoder.reset();
                 if (first_task == 0 || batch_bytes >= submit_batch_bytes) submit_batch();
             }

@@ -14,7 +14,7 @@ Chunk slice(const Chunk& chunk, std::uint32_t begin, std::uint32_t end) {
         const auto item = items.next();
         if (task < begin) continue;
         writer.begin_item();
-        writer.buffer().insert(writer.buffer().end(), item.begin(), item.end());
+        writer.buffer().append(item.data(), item.size());
         writer.end_item();
     }
     std::vector<UniqueFd> fds;

@@ -23,6 +23,7 @@
 #include "os/system_error.hpp"
 #include "pool/chunk.hpp"
 #include "transport/socket_link.hpp"
+#include "wire/payload_file_reuse.hpp"
 #include "worker/launcher.hpp"
 #include "worker/spawn.hpp"
 
@@ -565,6 +566,8 @@ std::size_t PoolCore::processes() const noexcept {
 }
 
 void PoolCore::submit(std::shared_ptr<Job> job, std::vector<Frame> frames, std::size_t first_task) {
+    bool large = false;
+    for (const auto& frame : frames) large |= lend_payload_file(frame);
     bool wake = false;
     {
         std::lock_guard lock(impl_->mutex);
@@ -582,6 +585,11 @@ void PoolCore::submit(std::shared_ptr<Job> job, std::vector<Frame> frames, std::
         }
     }
     if (wake) impl_->wake_collector();
+    // Large frames wait here while the pools hold one per worker and one more: enough to keep
+    // every worker busy; past that, a caller that encodes faster than the workers run would
+    // fill memory with frames, each in fresh pages, where waiting lets it reuse the files of
+    // the frames done.
+    if (large) wait_for_lent_payload_files(impl_->processes + 1);
 }
 
 void PoolCore::close() {
@@ -605,6 +613,7 @@ void PoolCore::join() {
     }
     impl_->collector.join();
     impl_->launcher->reap();
+    drop_idle_payload_files();
 }
 
 void PoolCore::terminate() {

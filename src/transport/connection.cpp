@@ -105,8 +105,7 @@ void ConnectionCore::send(const Frame& frame) {
     std::shared_lock socket_alive(socket_mutex_);
     check_open();
     std::vector<int> fds;
-    fds.reserve(frame.fds.size());
-    for (const auto& fd : frame.fds) fds.push_back(fd.get());
+    frame.append_fds(fds);
     std::size_t sent = 0;
     while (sent < frame.bytes.size()) {
         iovec vector{const_cast<std::byte*>(frame.bytes.data()) + sent, frame.bytes.size() - sent};
@@ -157,7 +156,7 @@ Frame ConnectionCore::receive() {
         }
         const FrameHeader header = frame.header();
         check_header(header);
-        const std::size_t whole = sizeof header + header.payload_bytes;
+        const std::size_t whole = stream_bytes(header);
         while (got < whole) {
             const std::size_t want = std::min(whole - got, std::max(got, first_read));
             if (frame.bytes.size() < got + want) frame.bytes.resize(got + want);
@@ -173,6 +172,7 @@ Frame ConnectionCore::receive() {
                                      " descriptors but " + std::to_string(frame.fds.size()) +
                                      " arrived with it");
         }
+        adopt_payload_file(frame);
     } catch (const SerializationError&) {
         // Bytes were taken from the stream without a whole frame's worth of sense: the next
         // frame's start cannot be found. (A count of descriptors that disagrees comes after a

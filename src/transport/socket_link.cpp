@@ -31,10 +31,8 @@ SocketLink::Progress SocketLink::write_some(bool wait) {
     for (const auto& shared : unsent_) {
         const Frame& frame = *shared;
         const bool first = count == 0;
-        if (!first && !frame.fds.empty()) break;  // its descriptors must ride its first byte
-        if (first && sent_of_front_ == 0) {
-            for (const auto& fd : frame.fds) fds.push_back(fd.get());
-        }
+        if (!first && frame.has_fds()) break;  // its descriptors must ride its first byte
+        if (first && sent_of_front_ == 0) frame.append_fds(fds);
         const std::size_t offset = first ? sent_of_front_ : 0;
         vectors[count++] = {const_cast<std::byte*>(frame.bytes.data()) + offset,
                             frame.bytes.size() - offset};
@@ -98,7 +96,7 @@ SocketLink::Progress SocketLink::read_some(bool wait) {
     if (buffered() >= sizeof(FrameHeader)) {
         FrameHeader header;
         std::memcpy(&header, buffer_.data() + start_, sizeof header);
-        const std::size_t whole = sizeof header + header.payload_bytes;
+        const std::size_t whole = stream_bytes(header);
         if (whole > read_block)
             want = std::min<std::size_t>(whole - buffered(), std::max(buffered(), read_block));
     }
@@ -122,7 +120,7 @@ bool SocketLink::take_frame(std::optional<Frame>& out) {
     FrameHeader header;
     std::memcpy(&header, buffer_.data() + start_, sizeof header);
     check_header(header);
-    const std::size_t whole = sizeof header + header.payload_bytes;
+    const std::size_t whole = stream_bytes(header);
     if (buffered() < whole) return false;
     if (arrived_fds_.size() - next_fd_ < header.fd_count) {
         throw SerializationError("mproc: a frame claims " + std::to_string(header.fd_count) +
@@ -145,6 +143,7 @@ bool SocketLink::take_frame(std::optional<Frame>& out) {
         arrived_fds_.clear();
         next_fd_ = 0;
     }
+    adopt_payload_file(frame);
     out.emplace(std::move(frame));
     return true;
 }
@@ -164,7 +163,7 @@ bool SocketLink::frame_ready() const noexcept {
     if (buffered() < sizeof(FrameHeader)) return false;
     FrameHeader header;
     std::memcpy(&header, buffer_.data() + start_, sizeof header);
-    return buffered() - sizeof header >= header.payload_bytes;
+    return buffered() >= stream_bytes(header);
 }
 
 std::optional<Frame> SocketLink::receive() {

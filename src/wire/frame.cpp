@@ -20,6 +20,15 @@ void check_header(const FrameHeader& header) {
         throw SerializationError("mproc: a frame has the unknown kind " +
                                  std::to_string(header.kind));
     }
+    if ((header.flags & ~std::uint16_t{payload_in_file}) != 0) {
+        throw SerializationError("mproc: a frame has the unknown flags " +
+                                 std::to_string(header.flags));
+    }
+    if ((header.flags & payload_in_file) != 0 && header.fd_count == 0) {
+        throw SerializationError(
+            "mproc: a frame claims that its payload travels in a file (a memfd) but carries no "
+            "descriptor");
+    }
     if (header.fd_count > max_frame_fds) {
         throw SerializationError("mproc: a frame claims " + std::to_string(header.fd_count) +
                                  " descriptors, more than the " + std::to_string(max_frame_fds) +
@@ -35,11 +44,32 @@ void check_header(const FrameHeader& header) {
     }
 }
 
+void Frame::append_fds(std::vector<int>& out) const {
+    for (const auto& fd : fds) out.push_back(fd.get());
+    if (file) out.push_back(file->fd().get());
+}
+
 Frame copy_frame(const Frame& frame) {
     Frame copy;
     copy.bytes = frame.bytes;
+    copy.file = frame.file;
     for (const auto& fd : frame.fds) copy.fds.push_back(fd.duplicate());
     return copy;
+}
+
+void adopt_payload_file(Frame& frame) {
+    const FrameHeader header = frame.header();
+    if ((header.flags & payload_in_file) == 0) return;
+    // check_header made sure that at least one descriptor was promised, and the transport that
+    // it arrived; this guards a caller that skipped either.
+    if (frame.fds.empty()) {
+        throw SerializationError(
+            "mproc: a frame claims that its payload travels in a file (a memfd) but none "
+            "arrived with it");
+    }
+    UniqueFd fd = std::move(frame.fds.back());
+    frame.fds.pop_back();
+    frame.file = PayloadFile::adopt(std::move(fd), sizeof header + header.payload_bytes);
 }
 
 FrameWriter::FrameWriter(FrameKind kind, std::uint64_t sequence, std::uint64_t entry,
@@ -51,8 +81,7 @@ FrameWriter::FrameWriter(FrameKind kind, std::uint64_t sequence, std::uint64_t e
     header.sequence = sequence;
     header.entry = entry;
     header.function = function;
-    frame_.bytes.resize(sizeof header);
-    std::memcpy(frame_.bytes.data(), &header, sizeof header);
+    buffer_.append(&header, sizeof header);
 }
 
 void FrameWriter::refuse_item(std::size_t length) {
@@ -63,21 +92,36 @@ void FrameWriter::refuse_item(std::size_t length) {
 }
 
 void FrameWriter::add_fds(std::vector<UniqueFd> fds) {
-    for (auto& fd : fds) frame_.fds.push_back(std::move(fd));
-    if (frame_.fds.size() > max_frame_fds) {
-        throw SerializationError("mproc: a frame would carry more than " +
-                                 std::to_string(max_frame_fds) + " shared handles");
-    }
+    for (auto& fd : fds) fds_.push_back(std::move(fd));
+    if (fds_.size() > max_frame_fds) refuse_fds(max_frame_fds);
+}
+
+void FrameWriter::refuse_fds(std::size_t limit) {
+    throw SerializationError("mproc: a frame would carry more than " + std::to_string(limit) +
+                             " shared handles");
 }
 
 Frame FrameWriter::finish() {
-    FrameHeader header = frame_.header();
+    FrameHeader header;
+    std::memcpy(&header, buffer_.data(), sizeof header);
     header.item_count = items_;
-    header.fd_count = static_cast<std::uint32_t>(frame_.fds.size());
-    header.payload_bytes = frame_.bytes.size() - sizeof header;
-    std::memcpy(frame_.bytes.data(), &header, sizeof header);
+    header.payload_bytes = buffer_.size() - sizeof header;
+    header.flags = buffer_.in_file() ? payload_in_file : 0;
+    // A large frame's file rides beside the handles' descriptors.
+    if (buffer_.in_file() && fds_.size() + 1 > max_frame_fds) refuse_fds(max_frame_fds - 1);
+    header.fd_count = static_cast<std::uint16_t>(fds_.size() + (buffer_.in_file() ? 1 : 0));
+    std::memcpy(buffer_.data(), &header, sizeof header);
+    Frame frame;
+    if (buffer_.in_file()) {
+        frame.bytes.resize(sizeof header);
+        std::memcpy(frame.bytes.data(), &header, sizeof header);
+        frame.file = buffer_.take_file();
+    } else {
+        frame.bytes = buffer_.take_heap();
+    }
+    frame.fds = std::move(fds_);
     items_ = 0;
-    return std::move(frame_);
+    return frame;
 }
 
 void ItemReader::refuse(const char* what, std::size_t length) {

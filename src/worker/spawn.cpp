@@ -152,7 +152,7 @@ Frame bootstrap_frame(Role role, const std::vector<std::vector<std::byte>>& item
     writer.end_item();
     for (const auto& item : items) {
         writer.begin_item();
-        writer.buffer().insert(writer.buffer().end(), item.begin(), item.end());
+        writer.buffer().append(item.data(), item.size());
         writer.end_item();
     }
     writer.add_fds(std::move(fds));

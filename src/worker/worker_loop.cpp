@@ -9,6 +9,7 @@
 
 #include "mproc/detail/task_codec.hpp"
 #include "transport/socket_link.hpp"
+#include "wire/payload_file_reuse.hpp"
 #include "worker/exception_capture.hpp"
 
 namespace mproc::detail {
@@ -123,6 +124,8 @@ void run_worker(std::unique_ptr<Link> pool, WorkerStatus& status, const Frame* i
         if (frame->kind() != FrameKind::task) continue;
         const auto started = Clock::now();
         Frame results = run_frame(*frame, &status);
+        frame.reset();  // a large frame's file goes back to the pool before the results do
+        lend_payload_file(results);
         if (batcher.hold(link, started, Clock::now())) {
             link.post(std::make_shared<const Frame>(std::move(results)));
         } else if (!link.send(std::move(results))) {

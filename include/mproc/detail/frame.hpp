@@ -1,14 +1,19 @@
 #pragma once
 
 // The unit that travels between a pool and its workers: a fixed header, a payload of
-// length-prefixed items, and the descriptors that handle types (SharedArray, ...) carry.
+// length-prefixed items, and the descriptors that handle types (SharedArray, ...) carry. A
+// frame larger than large_frame_bytes travels as a PayloadFile: the stream carries its header
+// alone, and the file, passed beside the handles' descriptors, holds the whole frame.
 
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <span>
 #include <vector>
 
+#include "mproc/detail/frame_buffer.hpp"
+#include "mproc/detail/payload_file.hpp"
 #include "mproc/detail/unique_fd.hpp"
 
 namespace mproc::detail {
@@ -27,7 +32,8 @@ struct FrameHeader {
     std::uint32_t magic;
     std::uint16_t version;
     std::uint16_t kind;
-    std::uint32_t fd_count;       // descriptors that travel with this frame
+    std::uint16_t fd_count;       // descriptors that travel with this frame, its file's included
+    std::uint16_t flags;          // FrameFlags
     std::uint32_t item_count;     // tasks in a task frame, results in a result frame
     std::uint64_t sequence;       // the chunk this frame belongs to
     std::uint64_t entry;          // code address of the entry that runs the chunk
@@ -37,7 +43,13 @@ struct FrameHeader {
 static_assert(sizeof(FrameHeader) == 48);
 
 inline constexpr std::uint32_t frame_magic = 0x4350524d;  // "MRPC" read as little-endian
-inline constexpr std::uint16_t frame_version = 1;
+inline constexpr std::uint16_t frame_version = 2;
+
+enum FrameFlags : std::uint16_t {
+    // The payload is not in the stream: the frame's last descriptor is a PayloadFile that
+    // holds the whole frame, header included.
+    payload_in_file = 1,
+};
 // The kernel passes at most 253 descriptors in one message (SCM_MAX_FD).
 inline constexpr std::uint32_t max_frame_fds = 253;
 // No frame is larger; a header that says more is rejected before anything is allocated.
@@ -46,12 +58,19 @@ inline constexpr std::uint64_t max_payload_bytes = std::uint64_t{1} << 30;
 using ItemLength = std::uint32_t;
 
 // Throws SerializationError unless the header is one this build can read: the right magic and
-// version, a known kind, and counts and lengths within the limits above.
+// version, a known kind, known flags, and counts and lengths within the limits above.
 void check_header(const FrameHeader& header);
 
+// The bytes of the frame that travel in the stream: the header, and the payload unless the
+// payload travels in a file.
+inline std::size_t stream_bytes(const FrameHeader& header) noexcept {
+    return sizeof header + ((header.flags & payload_in_file) != 0 ? 0 : header.payload_bytes);
+}
+
 struct Frame {
-    std::vector<std::byte> bytes;  // the header, then the payload
-    std::vector<UniqueFd> fds;
+    std::vector<std::byte> bytes;             // the header, then the payload unless `file` holds it
+    std::shared_ptr<const PayloadFile> file;  // the whole frame, for a large one; else nullptr
+    std::vector<UniqueFd> fds;                // the handles' descriptors
 
     FrameHeader header() const noexcept {
         FrameHeader h;
@@ -60,12 +79,26 @@ struct Frame {
     }
     FrameKind kind() const noexcept { return static_cast<FrameKind>(header().kind); }
     std::span<const std::byte> payload() const noexcept {
+        if (file) return std::span(file->data(), file->size()).subspan(sizeof(FrameHeader));
         return std::span(bytes).subspan(sizeof(FrameHeader));
     }
+    // The header and the payload, wherever the payload travels.
+    std::size_t size() const noexcept { return file ? file->size() : bytes.size(); }
+    // Whether descriptors travel with the frame's first byte.
+    bool has_fds() const noexcept { return !fds.empty() || file; }
+    // Appends the descriptors to send with the frame: the handles', then the file's.
+    void append_fds(std::vector<int>& out) const;
 };
 
-// A frame with the same bytes and duplicates of its descriptors.
+// A frame with the same bytes and duplicates of its descriptors; the file, which nobody
+// writes while a frame holds it, is shared.
 Frame copy_frame(const Frame& frame);
+
+// Completes a frame whose stream bytes and descriptors (all header.fd_count of them) arrived:
+// when its payload travels in a file, the last descriptor becomes its file. Throws
+// SerializationError when that descriptor is not such a file or not of the size the header
+// claims.
+void adopt_payload_file(Frame& frame);
 
 // Builds one frame: the header first, then items appended one by one, each behind its length.
 // A writer makes a single frame: after finish() it is spent.
@@ -75,31 +108,29 @@ class FrameWriter {
                 std::uint64_t function = 0);
 
     // The buffer an item's encoder appends to, between begin_item() and end_item().
-    std::vector<std::byte>& buffer() noexcept { return frame_.bytes; }
+    FrameBuffer& buffer() noexcept { return buffer_; }
     // Makes room for payload_bytes more, so that a frame whose size is known in advance is
     // written without regrowing (each regrowth copies and touches fresh pages).
-    void reserve(std::size_t payload_bytes) {
-        frame_.bytes.reserve(frame_.bytes.size() + payload_bytes);
-    }
+    void reserve(std::size_t payload_bytes) { buffer_.reserve(buffer_.size() + payload_bytes); }
     // Inline: these run once per task and per result.
     void begin_item() {
-        item_start_ = frame_.bytes.size();
-        frame_.bytes.resize(item_start_ + sizeof(ItemLength));
+        item_start_ = buffer_.size();
+        buffer_.resize(item_start_ + sizeof(ItemLength));
     }
     // Throws SerializationError, having dropped the item, when the item or the frame has grown
     // past its limit.
     void end_item() {
-        const std::size_t length = frame_.bytes.size() - item_start_ - sizeof(ItemLength);
+        const std::size_t length = buffer_.size() - item_start_ - sizeof(ItemLength);
         if (length > max_payload_bytes ||
-            frame_.bytes.size() - sizeof(FrameHeader) > max_payload_bytes) {
+            buffer_.size() - sizeof(FrameHeader) > max_payload_bytes) {
             refuse_item(length);
         }
         const auto prefix = static_cast<ItemLength>(length);
-        std::memcpy(frame_.bytes.data() + item_start_, &prefix, sizeof prefix);
+        std::memcpy(buffer_.data() + item_start_, &prefix, sizeof prefix);
         ++items_;
     }
     // Drops what was appended since begin_item(), for an item whose encoding failed.
-    void abandon_item() noexcept { frame_.bytes.resize(item_start_); }
+    void abandon_item() noexcept { buffer_.resize(item_start_); }
     std::size_t item_count() const noexcept { return items_; }
     // Descriptors that travel with the frame (see fd_passing.hpp).
     void add_fds(std::vector<UniqueFd> fds);
@@ -108,8 +139,10 @@ class FrameWriter {
 
   private:
     [[noreturn]] void refuse_item(std::size_t length);
+    [[noreturn]] static void refuse_fds(std::size_t limit);
 
-    Frame frame_;
+    FrameBuffer buffer_;
+    std::vector<UniqueFd> fds_;
     std::size_t item_start_ = 0;
     std::uint32_t items_ = 0;
 };

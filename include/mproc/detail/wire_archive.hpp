@@ -1,9 +1,9 @@
 #pragma once
 
 // The encoding of values inside a frame's items: a pair of cereal archives that append to a
-// byte vector and read from a byte span. The bytes are cereal's binary layout (host byte order,
-// 64-bit size prefixes, no names), and the reader treats them as hostile: bytes that do not
-// decode give SerializationError, never a read past the end, undefined behaviour, or an
+// byte vector or a frame's buffer and read from a byte span. The bytes are cereal's binary layout
+// (host byte order, 64-bit size prefixes, no names), and the reader treats them as hostile: bytes
+// that do not decode give SerializationError, never a read past the end, undefined behaviour, or an
 // allocation larger than the bytes that arrived can justify.
 //
 // Including this header makes every type below encodable, with no further include:
@@ -39,28 +39,40 @@
 #include <cereal/types/variant.hpp>
 #include <cereal/types/vector.hpp>
 
+#include "mproc/detail/frame_buffer.hpp"
 #include "mproc/errors.hpp"
 
 namespace mproc::detail {
 
-// Appends the encoding of every value given to it to a caller's byte vector. Each primitive is
-// one copy into the vector, with no stream in between, because encoding sits on the path of
-// every task and every result.
+// Appends the encoding of every value given to it to a caller's byte vector or frame buffer.
+// Each primitive is one copy into it, with no stream in between, because encoding sits on the
+// path of every task and every result.
 class WireOutputArchive
     : public cereal::OutputArchive<WireOutputArchive, cereal::AllowEmptyClassElision> {
   public:
     // Appends to out; what out held before is kept. out must outlive the archive.
-    explicit WireOutputArchive(std::vector<std::byte>& out) : OutputArchive(this), out_(out) {}
+    explicit WireOutputArchive(std::vector<std::byte>& out) : OutputArchive(this), vector_(&out) {}
+    explicit WireOutputArchive(FrameBuffer& out) : OutputArchive(this), frame_(&out) {}
 
-    // Appends n bytes from data. Throws std::bad_alloc when the vector cannot grow.
+    // Appends n bytes from data. Throws std::bad_alloc when the vector cannot grow, mproc::Error
+    // when a frame's file cannot.
     void write_bytes(const void* data, std::size_t n) {
-        const auto* first = static_cast<const std::byte*>(data);
-        out_.insert(out_.end(), first, first + n);
+        if (frame_ != nullptr) {
+            frame_->append(data, n);
+        } else {
+            const auto* first = static_cast<const std::byte*>(data);
+            vector_->insert(vector_->end(), first, first + n);
+        }
     }
 
   private:
-    std::vector<std::byte>& out_;
+    std::vector<std::byte>* vector_ = nullptr;
+    FrameBuffer* frame_ = nullptr;
 };
+
+// What encode() appends to.
+template <class Out>
+concept byte_sink = std::is_same_v<Out, std::vector<std::byte>> || std::is_same_v<Out, FrameBuffer>;
 
 // Reads values back from bytes that WireOutputArchive wrote, or from bytes that claim to be
 // such. It never reads past the end of its span, and it refuses any size prefix larger than the
@@ -75,21 +87,32 @@ class WireInputArchive
     // Copies the next n bytes to data and moves past them. Throws SerializationError, and
     // copies nothing, when fewer than n bytes remain.
     void read_bytes(void* data, std::size_t n) {
-        if (n > rest_.size()) {
-            throw SerializationError("mproc: a value needs " + std::to_string(n) +
-                                     " more bytes but only " + std::to_string(rest_.size()) +
-                                     " remain; the bytes are truncated or corrupt");
-        }
+        if (n > rest_.size()) refuse_read(n);
         // memcpy's pointers must not be null even for zero bytes, and an empty
         // vector's data() may be.
         if (n != 0) std::memcpy(data, rest_.data(), n);
         rest_ = rest_.subspan(n);
     }
 
+    // Moves past the next n bytes and returns where they start. Throws SerializationError, and
+    // moves nothing, when fewer than n bytes remain.
+    const std::byte* take_bytes(std::size_t n) {
+        if (n > rest_.size()) refuse_read(n);
+        const std::byte* first = rest_.data();
+        rest_ = rest_.subspan(n);
+        return first;
+    }
+
     // The bytes not read yet.
     std::size_t remaining() const noexcept { return rest_.size(); }
 
   private:
+    [[noreturn]] void refuse_read(std::size_t n) const {
+        throw SerializationError("mproc: a value needs " + std::to_string(n) +
+                                 " more bytes but only " + std::to_string(rest_.size()) +
+                                 " remain; the bytes are truncated or corrupt");
+    }
+
     std::span<const std::byte> rest_;
 };
 
@@ -277,8 +300,15 @@ requires(!std::is_same_v<T, bool>) void CEREAL_LOAD_FUNCTION_NAME(WireInputArchi
                                      " bytes but only " + std::to_string(ar.remaining()) +
                                      " bytes follow; the bytes are corrupt");
         }
-        vector.resize(static_cast<std::size_t>(count));
-        ar.read_bytes(vector.data(), vector.size() * sizeof(T));
+        if constexpr (sizeof(T) == 1) {
+            // One copy, without first zero-filling the vector: the bytes of a large argument
+            // are worth not touching twice.
+            const auto* first = reinterpret_cast<const T*>(ar.take_bytes(count));
+            vector.assign(first, first + count);
+        } else {
+            vector.resize(static_cast<std::size_t>(count));
+            ar.read_bytes(vector.data(), vector.size() * sizeof(T));
+        }
     } else {
         // Reserving no more elements than there are bytes left keeps the first allocation in
         // proportion to the message; past that the vector grows as elements actually decode.
@@ -296,8 +326,8 @@ requires(!std::is_same_v<T, bool>) void CEREAL_LOAD_FUNCTION_NAME(WireInputArchi
 // Appends the encoding of values, in order, to out. Throws SerializationError when cereal
 // refuses a value, and lets std::bad_alloc through. On any exception out is cut back to the
 // size it had, so a half-written value never reaches a frame.
-template <class... T>
-void encode(std::vector<std::byte>& out, const T&... values) {
+template <byte_sink Out, class... T>
+void encode(Out& out, const T&... values) {
     if constexpr ((wire_detail::is_block_copyable<T> && ...)) {
         // The same bytes as the archive writes, without building one: on a tiny task, the
         // archive's construction costs more than the task.
