@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -196,6 +197,92 @@ TEST(ManagerSharedDict, AProcessKilledWhileItHoldsTheLockHandsOnAWholeDict) {
     EXPECT_EQ(decoded(*access.find(encoded("written"))), "by the child");
     access.set(encoded("after"), encoded("the repair"));
     EXPECT_EQ(access.size(), 3u);
+}
+
+// A dict's memory spoilt by a process that wrote into it other than through the table (a bug,
+// a stray pointer): every operation in a child must fail with SerializationError rather than
+// crash on an offset or length it read, or loop forever.
+::testing::AssertionResult every_operation_fails_cleanly(mproc::detail::SharedDict& dict) {
+    using mproc::detail::SharedDict;
+    const pid_t child = ::fork();
+    if (child < 0) return ::testing::AssertionFailure() << "fork failed";
+    if (child == 0) {
+        int clean = 0;
+        const auto attempt = [&](auto operation) {
+            try {
+                SharedDict::Access access(dict);
+                operation(access);
+            } catch (const mproc::SerializationError&) {
+                ++clean;
+            } catch (...) {
+            }
+        };
+        attempt([](SharedDict::Access& a) { (void)a.find(encoded("key 17")); });
+        attempt([](SharedDict::Access& a) {
+            std::vector<std::byte> out;
+            a.append_sequence(out, true, true);
+        });
+        attempt([](SharedDict::Access& a) { a.set(encoded("key 17"), encoded("again")); });
+        ::_exit(clean == 3 ? 0 : 1);
+    }
+    for (int waited = 0; waited < 600; ++waited) {
+        int status = 0;
+        if (::waitpid(child, &status, WNOHANG) == child) {
+            if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return ::testing::AssertionSuccess();
+            return ::testing::AssertionFailure()
+                   << (WIFSIGNALED(status)
+                           ? "the child crashed with signal " + std::to_string(WTERMSIG(status))
+                           : "an operation crashed (under a sanitizer) or did not fail with "
+                             "SerializationError");
+        }
+        std::this_thread::sleep_for(100ms);
+    }
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    return ::testing::AssertionFailure() << "an operation never returned";
+}
+
+std::shared_ptr<mproc::detail::SharedDict> dict_of_forty_entries() {
+    using mproc::detail::SharedDict;
+    auto dict = SharedDict::create(7);
+    SharedDict::Access access(*dict);
+    for (int k = 0; k < 40; ++k) {
+        access.set(encoded("key " + std::to_string(k)), encoded("value " + std::to_string(k)));
+    }
+    return dict;
+}
+
+TEST(ManagerSharedDict, ATableOverwrittenWithGarbageFailsEveryOperationWithoutCrashing) {
+    auto dict = dict_of_forty_entries();
+    struct stat status {};
+    ASSERT_EQ(::fstat(dict->fd().get(), &status), 0);
+    const auto page = static_cast<off_t>(::sysconf(_SC_PAGESIZE));
+    for (const unsigned char garbage : {0x00, 0x5a, 0xff}) {
+        const std::vector<unsigned char> bytes(static_cast<std::size_t>(status.st_size - page),
+                                               garbage);
+        ASSERT_EQ(::pwrite(dict->fd().get(), bytes.data(), bytes.size(), page),
+                  static_cast<ssize_t>(bytes.size()));
+        EXPECT_TRUE(every_operation_fails_cleanly(*dict)) << "garbage byte " << int{garbage};
+    }
+}
+
+TEST(ManagerSharedDict, AnEntryWithAnImpossibleLengthFailsEveryOperationWithoutCrashing) {
+    auto dict = dict_of_forty_entries();
+    struct stat status {};
+    ASSERT_EQ(::fstat(dict->fd().get(), &status), 0);
+    std::vector<char> file(static_cast<std::size_t>(status.st_size));
+    ASSERT_EQ(::pread(dict->fd().get(), file.data(), file.size(), 0),
+              static_cast<ssize_t>(file.size()));
+    // An entry is its key's and its value's lengths (u64 each), then their bytes.
+    const auto key = encoded("key 17");
+    const auto at = std::search(file.begin(), file.end(), reinterpret_cast<const char*>(key.data()),
+                                reinterpret_cast<const char*>(key.data()) + key.size());
+    ASSERT_NE(at, file.end());
+    const std::uint64_t huge = std::uint64_t{1} << 40;
+    const auto value_length_at = static_cast<off_t>(at - file.begin()) - 8;
+    ASSERT_EQ(::pwrite(dict->fd().get(), &huge, sizeof huge, value_length_at),
+              static_cast<ssize_t>(sizeof huge));
+    EXPECT_TRUE(every_operation_fails_cleanly(*dict));
 }
 
 // ---------------------------------------------------------------------------------------------
