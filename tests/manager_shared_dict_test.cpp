@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <optional>
 #include <random>
 #include <set>
@@ -199,6 +200,48 @@ TEST(ManagerSharedDict, AProcessKilledWhileItHoldsTheLockHandsOnAWholeDict) {
     EXPECT_EQ(access.size(), 3u);
 }
 
+// The child's wait status, or nullopt (the child killed) when it has not ended within a minute.
+std::optional<int> wait_for_child(pid_t child) {
+    for (int waited = 0; waited < 600; ++waited) {
+        int status = 0;
+        if (::waitpid(child, &status, WNOHANG) == child) return status;
+        std::this_thread::sleep_for(100ms);
+    }
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    return std::nullopt;
+}
+
+TEST(ManagerSharedDict, AChildForkedWhileAnotherThreadHoldsTheLockGetsItOnceThatThreadLetsGo) {
+    using mproc::detail::SharedDict;
+    auto dict = SharedDict::create(7);
+    std::promise<void> locked;
+    std::promise<void> release;
+    std::thread holder([&] {
+        SharedDict::Access access(*dict);
+        access.set(encoded("by"), encoded("the holder"));
+        locked.set_value();
+        release.get_future().wait();
+    });
+    locked.get_future().wait();
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        SharedDict::Access access(*dict);
+        const auto value = access.find(encoded("by"));
+        access.set(encoded("child"), encoded("was here"));
+        ::_exit(value && decoded(*value) == "the holder" ? 0 : 1);
+    }
+    release.set_value();
+    holder.join();
+    const auto status = wait_for_child(child);
+    ASSERT_TRUE(status.has_value()) << "the child never got the lock";
+    ASSERT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0);
+    SharedDict::Access access(*dict);
+    ASSERT_TRUE(access.find(encoded("child")).has_value());
+    EXPECT_EQ(decoded(*access.find(encoded("child"))), "was here");
+}
+
 // A dict's memory spoilt by a process that wrote into it other than through the table (a bug,
 // a stray pointer): every operation in a child must fail with SerializationError rather than
 // crash on an offset or length it read, or loop forever.
@@ -225,21 +268,14 @@ TEST(ManagerSharedDict, AProcessKilledWhileItHoldsTheLockHandsOnAWholeDict) {
         attempt([](SharedDict::Access& a) { a.set(encoded("key 17"), encoded("again")); });
         ::_exit(clean == 3 ? 0 : 1);
     }
-    for (int waited = 0; waited < 600; ++waited) {
-        int status = 0;
-        if (::waitpid(child, &status, WNOHANG) == child) {
-            if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return ::testing::AssertionSuccess();
-            return ::testing::AssertionFailure()
-                   << (WIFSIGNALED(status)
-                           ? "the child crashed with signal " + std::to_string(WTERMSIG(status))
-                           : "an operation crashed (under a sanitizer) or did not fail with "
-                             "SerializationError");
-        }
-        std::this_thread::sleep_for(100ms);
-    }
-    ::kill(child, SIGKILL);
-    ::waitpid(child, nullptr, 0);
-    return ::testing::AssertionFailure() << "an operation never returned";
+    const auto status = wait_for_child(child);
+    if (!status) return ::testing::AssertionFailure() << "an operation never returned";
+    if (WIFEXITED(*status) && WEXITSTATUS(*status) == 0) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure()
+           << (WIFSIGNALED(*status)
+                   ? "the child crashed with signal " + std::to_string(WTERMSIG(*status))
+                   : "an operation crashed (under a sanitizer) or did not fail "
+                     "with SerializationError");
 }
 
 std::shared_ptr<mproc::detail::SharedDict> dict_of_forty_entries() {

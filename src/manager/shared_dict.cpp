@@ -11,6 +11,7 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 #include <string>
 
 #include "mproc/detail/manager_protocol.hpp"
@@ -111,6 +112,19 @@ void publish(std::uint32_t& field, std::uint32_t value) noexcept {
     std::atomic_ref<std::uint32_t>(field).store(value, std::memory_order_release);
 }
 
+// Held from a remap until its new address is stored, and across fork(): a child forked by
+// another thread in between would inherit the moved mapping with the old address, and could
+// never follow the dict's growth again.
+std::mutex& remap_mutex() {
+    static std::mutex* instance = [] {
+        auto* created = new std::mutex;
+        ::pthread_atfork([] { remap_mutex().lock(); }, [] { remap_mutex().unlock(); },
+                         [] { remap_mutex().unlock(); });
+        return created;
+    }();
+    return *instance;
+}
+
 // Every offset and length that the table reads from the shared memory is checked against the
 // mapping before use: a process that wrote into it other than through this code (a bug, a
 // stray pointer) must make the others fail, not fault or loop forever.
@@ -206,6 +220,7 @@ struct SharedDict::Impl {
         struct stat status {};
         if (::fstat(fd.get(), &status) != 0) throw_system_error("sizing a manager dict");
         if (length < mapped || length > static_cast<std::uint64_t>(status.st_size)) corrupt();
+        std::lock_guard remapping(remap_mutex());
         void* moved = data == nullptr
                           ? ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0)
                           : ::mremap(data, mapped, length, MREMAP_MAYMOVE);
