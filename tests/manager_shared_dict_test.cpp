@@ -423,6 +423,26 @@ TEST(ManagerSharedDict, AnUpdateThatUsesItsOwnDictFailsInsteadOfWaitingForItself
 }
 
 // ---------------------------------------------------------------------------------------------
+// The server's end
+
+TEST(ManagerSharedDict, AProxyOfAKilledServerFailsOnEveryCallAndItsManagerEndsQuietly) {
+    DictProxy<int, int> d;
+    {
+        Manager manager;
+        d = manager.dict<int, int>();
+        d.set(1, 1);
+        ASSERT_EQ(::kill(manager.pid(), SIGKILL), 0);
+        // Until it is a zombie: its descriptors are closed by then, not only its locks freed.
+        siginfo_t info{};
+        ASSERT_EQ(::waitid(P_PID, static_cast<id_t>(manager.pid()), &info, WEXITED | WNOWAIT), 0);
+        EXPECT_THROW(d.get(1), mproc::Error);  // the first to see its robust mutex abandoned
+        EXPECT_THROW(d.set(2, 2), mproc::Error);
+        EXPECT_THROW(d.size(), mproc::Error);
+    }  // ~Manager tells a server that is gone to stop: this process must live on
+    EXPECT_THROW(d.get(1), mproc::Error);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Nothing left behind
 
 void touch_dicts(std::vector<DictProxy<int, int>> dicts) {
