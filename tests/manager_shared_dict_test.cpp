@@ -1,7 +1,7 @@
 // A manager's dict in shared memory, as local processes use it: exact contents under writers
 // in several processes, whole entries after writers killed in the middle of a write, growth,
 // large values, bounded memory under endless overwriting, updates that run in the caller,
-// and nothing left behind.
+// forks, memory spoilt by a stray write, a killed server, and nothing left behind.
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -309,15 +309,20 @@ TEST(ManagerSharedDict, AnEntryWithAnImpossibleLengthFailsEveryOperationWithoutC
     std::vector<char> file(static_cast<std::size_t>(status.st_size));
     ASSERT_EQ(::pread(dict->fd().get(), file.data(), file.size(), 0),
               static_cast<ssize_t>(file.size()));
-    // An entry is its key's and its value's lengths (u64 each), then their bytes.
+    // An entry is its key's and its value's lengths (u64 each), then their bytes; every copy
+    // of the key's entry gets an impossible value length.
     const auto key = encoded("key 17");
-    const auto at = std::search(file.begin(), file.end(), reinterpret_cast<const char*>(key.data()),
-                                reinterpret_cast<const char*>(key.data()) + key.size());
-    ASSERT_NE(at, file.end());
+    const auto* first = reinterpret_cast<const char*>(key.data());
     const std::uint64_t huge = std::uint64_t{1} << 40;
-    const auto value_length_at = static_cast<off_t>(at - file.begin()) - 8;
-    ASSERT_EQ(::pwrite(dict->fd().get(), &huge, sizeof huge, value_length_at),
-              static_cast<ssize_t>(sizeof huge));
+    int spoilt = 0;
+    for (auto at = std::search(file.begin(), file.end(), first, first + key.size());
+         at != file.end(); at = std::search(at + 1, file.end(), first, first + key.size())) {
+        const auto value_length_at = static_cast<off_t>(at - file.begin()) - 8;
+        ASSERT_EQ(::pwrite(dict->fd().get(), &huge, sizeof huge, value_length_at),
+                  static_cast<ssize_t>(sizeof huge));
+        ++spoilt;
+    }
+    ASSERT_GT(spoilt, 0);
     EXPECT_TRUE(every_operation_fails_cleanly(*dict));
 }
 
