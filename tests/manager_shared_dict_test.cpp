@@ -1,7 +1,7 @@
 // A manager's dict in shared memory, as local processes use it: exact contents under writers
 // in several processes, whole entries after writers killed in the middle of a write, growth,
 // large values, bounded memory under endless overwriting, updates that run in the caller,
-// and nothing left behind.
+// forks, memory spoilt by a stray write, a killed server, and nothing left behind.
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -10,10 +10,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <optional>
 #include <random>
 #include <set>
@@ -198,6 +200,132 @@ TEST(ManagerSharedDict, AProcessKilledWhileItHoldsTheLockHandsOnAWholeDict) {
     EXPECT_EQ(access.size(), 3u);
 }
 
+// The child's wait status, or nullopt (the child killed) when it has not ended within a minute.
+std::optional<int> wait_for_child(pid_t child) {
+    for (int waited = 0; waited < 600; ++waited) {
+        int status = 0;
+        if (::waitpid(child, &status, WNOHANG) == child) return status;
+        std::this_thread::sleep_for(100ms);
+    }
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    return std::nullopt;
+}
+
+TEST(ManagerSharedDict, AChildForkedWhileAnotherThreadHoldsTheLockGetsItOnceThatThreadLetsGo) {
+    using mproc::detail::SharedDict;
+    auto dict = SharedDict::create(7);
+    std::promise<void> locked;
+    std::promise<void> release;
+    std::thread holder([&] {
+        SharedDict::Access access(*dict);
+        access.set(encoded("by"), encoded("the holder"));
+        locked.set_value();
+        release.get_future().wait();
+    });
+    locked.get_future().wait();
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        SharedDict::Access access(*dict);
+        const auto value = access.find(encoded("by"));
+        access.set(encoded("child"), encoded("was here"));
+        ::_exit(value && decoded(*value) == "the holder" ? 0 : 1);
+    }
+    release.set_value();
+    holder.join();
+    const auto status = wait_for_child(child);
+    ASSERT_TRUE(status.has_value()) << "the child never got the lock";
+    ASSERT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0);
+    SharedDict::Access access(*dict);
+    ASSERT_TRUE(access.find(encoded("child")).has_value());
+    EXPECT_EQ(decoded(*access.find(encoded("child"))), "was here");
+}
+
+// A dict's memory spoilt by a process that wrote into it other than through the table (a bug,
+// a stray pointer): every operation in a child must fail with SerializationError rather than
+// crash on an offset or length it read, or loop forever.
+::testing::AssertionResult every_operation_fails_cleanly(mproc::detail::SharedDict& dict) {
+    using mproc::detail::SharedDict;
+    const pid_t child = ::fork();
+    if (child < 0) return ::testing::AssertionFailure() << "fork failed";
+    if (child == 0) {
+        int clean = 0;
+        const auto attempt = [&](auto operation) {
+            try {
+                SharedDict::Access access(dict);
+                operation(access);
+            } catch (const mproc::SerializationError&) {
+                ++clean;
+            } catch (...) {
+            }
+        };
+        attempt([](SharedDict::Access& a) { (void)a.find(encoded("key 17")); });
+        attempt([](SharedDict::Access& a) {
+            std::vector<std::byte> out;
+            a.append_sequence(out, true, true);
+        });
+        attempt([](SharedDict::Access& a) { a.set(encoded("key 17"), encoded("again")); });
+        ::_exit(clean == 3 ? 0 : 1);
+    }
+    const auto status = wait_for_child(child);
+    if (!status) return ::testing::AssertionFailure() << "an operation never returned";
+    if (WIFEXITED(*status) && WEXITSTATUS(*status) == 0) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure()
+           << (WIFSIGNALED(*status)
+                   ? "the child crashed with signal " + std::to_string(WTERMSIG(*status))
+                   : "an operation crashed (under a sanitizer) or did not fail "
+                     "with SerializationError");
+}
+
+std::shared_ptr<mproc::detail::SharedDict> dict_of_forty_entries() {
+    using mproc::detail::SharedDict;
+    auto dict = SharedDict::create(7);
+    SharedDict::Access access(*dict);
+    for (int k = 0; k < 40; ++k) {
+        access.set(encoded("key " + std::to_string(k)), encoded("value " + std::to_string(k)));
+    }
+    return dict;
+}
+
+TEST(ManagerSharedDict, ATableOverwrittenWithGarbageFailsEveryOperationWithoutCrashing) {
+    auto dict = dict_of_forty_entries();
+    struct stat status {};
+    ASSERT_EQ(::fstat(dict->fd().get(), &status), 0);
+    const auto page = static_cast<off_t>(::sysconf(_SC_PAGESIZE));
+    for (const unsigned char garbage : {0x00, 0x5a, 0xff}) {
+        const std::vector<unsigned char> bytes(static_cast<std::size_t>(status.st_size - page),
+                                               garbage);
+        ASSERT_EQ(::pwrite(dict->fd().get(), bytes.data(), bytes.size(), page),
+                  static_cast<ssize_t>(bytes.size()));
+        EXPECT_TRUE(every_operation_fails_cleanly(*dict)) << "garbage byte " << int{garbage};
+    }
+}
+
+TEST(ManagerSharedDict, AnEntryWithAnImpossibleLengthFailsEveryOperationWithoutCrashing) {
+    auto dict = dict_of_forty_entries();
+    struct stat status {};
+    ASSERT_EQ(::fstat(dict->fd().get(), &status), 0);
+    std::vector<char> file(static_cast<std::size_t>(status.st_size));
+    ASSERT_EQ(::pread(dict->fd().get(), file.data(), file.size(), 0),
+              static_cast<ssize_t>(file.size()));
+    // An entry is its key's and its value's lengths (u64 each), then their bytes; every copy
+    // of the key's entry gets an impossible value length.
+    const auto key = encoded("key 17");
+    const auto* first = reinterpret_cast<const char*>(key.data());
+    const std::uint64_t huge = std::uint64_t{1} << 40;
+    int spoilt = 0;
+    for (auto at = std::search(file.begin(), file.end(), first, first + key.size());
+         at != file.end(); at = std::search(at + 1, file.end(), first, first + key.size())) {
+        const auto value_length_at = static_cast<off_t>(at - file.begin()) - 8;
+        ASSERT_EQ(::pwrite(dict->fd().get(), &huge, sizeof huge, value_length_at),
+                  static_cast<ssize_t>(sizeof huge));
+        ++spoilt;
+    }
+    ASSERT_GT(spoilt, 0);
+    EXPECT_TRUE(every_operation_fails_cleanly(*dict));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Growth and memory
 
@@ -297,6 +425,26 @@ TEST(ManagerSharedDict, AnUpdateThatUsesItsOwnDictFailsInsteadOfWaitingForItself
     EXPECT_FALSE(d.contains("n"));
     d.set("n", 2);
     EXPECT_EQ(d.at("n"), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server's end
+
+TEST(ManagerSharedDict, AProxyOfAKilledServerFailsOnEveryCallAndItsManagerEndsQuietly) {
+    DictProxy<int, int> d;
+    {
+        Manager manager;
+        d = manager.dict<int, int>();
+        d.set(1, 1);
+        ASSERT_EQ(::kill(manager.pid(), SIGKILL), 0);
+        // Until it is a zombie: its descriptors are closed by then, not only its locks freed.
+        siginfo_t info{};
+        ASSERT_EQ(::waitid(P_PID, static_cast<id_t>(manager.pid()), &info, WEXITED | WNOWAIT), 0);
+        EXPECT_THROW(d.get(1), mproc::Error);  // the first to see its robust mutex abandoned
+        EXPECT_THROW(d.set(2, 2), mproc::Error);
+        EXPECT_THROW(d.size(), mproc::Error);
+    }  // ~Manager tells a server that is gone to stop: this process must live on
+    EXPECT_THROW(d.get(1), mproc::Error);
 }
 
 // ---------------------------------------------------------------------------------------------

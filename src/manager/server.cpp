@@ -533,10 +533,9 @@ void allow_many_descriptors() noexcept {
 
 ServerProcess start_manager_server(UniqueFd listener, bool unix_socket, const std::string& address,
                                    const std::string& authkey, std::uint64_t incarnation) {
-    int ends[2];
-    if (::pipe2(ends, O_CLOEXEC) != 0) throw_system_error("pipe2");
-    UniqueFd stop_read(ends[0]);
-    UniqueFd stop_write(ends[1]);
+    // A socket rather than a pipe, so that telling a server that has already died (killed,
+    // crashed) to stop is sent without SIGPIPE, which would end the Manager's owner.
+    auto [stop_read, stop_write] = make_socket_pair(SOCK_STREAM);
     const pid_t parent = ::getpid();
     const pid_t pid = fork_child();
     if (pid == 0) {
@@ -554,7 +553,7 @@ ServerProcess start_manager_server(UniqueFd listener, bool unix_socket, const st
 void stop_manager_server(ServerProcess& server) noexcept {
     if (server.pid == 0) return;
     const char byte = 1;
-    while (::write(server.stop.get(), &byte, 1) < 0 && errno == EINTR) {
+    while (::send(server.stop.get(), &byte, 1, MSG_NOSIGNAL) < 0 && errno == EINTR) {
     }
     try {
         if (!wait_pidfd(server.pidfd, std::chrono::seconds(5))) {

@@ -11,6 +11,7 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 #include <string>
 
 #include "mproc/detail/manager_protocol.hpp"
@@ -111,6 +112,28 @@ void publish(std::uint32_t& field, std::uint32_t value) noexcept {
     std::atomic_ref<std::uint32_t>(field).store(value, std::memory_order_release);
 }
 
+// Held from a remap until its new address is stored, and across fork(): a child forked by
+// another thread in between would inherit the moved mapping with the old address, and could
+// never follow the dict's growth again.
+std::mutex& remap_mutex() {
+    static std::mutex* instance = [] {
+        auto* created = new std::mutex;
+        ::pthread_atfork([] { remap_mutex().lock(); }, [] { remap_mutex().unlock(); },
+                         [] { remap_mutex().unlock(); });
+        return created;
+    }();
+    return *instance;
+}
+
+// Every offset and length that the table reads from the shared memory is checked against the
+// mapping before use: a process that wrote into it other than through this code (a bug, a
+// stray pointer) must make the others fail, not fault or loop forever.
+[[noreturn]] void corrupt() {
+    throw SerializationError(
+        "mproc: a manager dict's shared memory is corrupt (a process wrote into it other than "
+        "through the dict); the dict cannot be used any more");
+}
+
 }  // namespace
 
 struct SharedDict::Impl {
@@ -146,6 +169,46 @@ struct SharedDict::Impl {
     std::uint64_t bytes_of(std::uint64_t offset) const noexcept {
         return entry_bytes(entry(offset).key_bytes, entry(offset).value_bytes);
     }
+    static std::uint64_t heap_begin(const Block& b) noexcept {
+        return b.entries_at + b.capacity * sizeof(EntryRef);
+    }
+
+    // The current block's head and the regions it names lie in the mapping, in order and
+    // aligned, so that the table code may follow them without further checks.
+    void check_block() const {
+        const std::uint64_t at = header->block;
+        if (at < page_bytes() || at % 8 != 0 || at > mapped || mapped - at < sizeof(Block)) {
+            corrupt();
+        }
+        const Block& b = block();
+        if (b.at != at || b.bytes > mapped - at) corrupt();
+        const std::uint64_t end = at + b.bytes;
+        if (!std::has_single_bit(b.slots) || b.index_at < at + sizeof(Block) ||
+            b.index_at % 8 != 0 || b.index_at > end || (end - b.index_at) / 4 < b.slots) {
+            corrupt();
+        }
+        if (b.entries_at < b.index_at + b.slots * 4 || b.entries_at % 8 != 0 ||
+            b.entries_at > end || (end - b.entries_at) / sizeof(EntryRef) < b.capacity ||
+            b.capacity >= b.slots) {
+            corrupt();
+        }
+        if (b.heap_top < heap_begin(b) || b.heap_top % 8 != 0 || b.heap_top > b.heap_end ||
+            b.heap_end > end || b.used > b.capacity || b.live > b.used) {
+            corrupt();
+        }
+    }
+
+    // An entry of the checked block b: whole below the heap's top, where every published
+    // entry is.
+    void check_entry(const Block& b, std::uint64_t offset) const {
+        if (offset < heap_begin(b) || offset % 8 != 0 || offset > b.heap_top ||
+            b.heap_top - offset < sizeof(EntryHead)) {
+            corrupt();
+        }
+        const EntryHead& head = entry(offset);
+        const std::uint64_t room = b.heap_top - offset - sizeof(EntryHead);
+        if (head.key_bytes > room || head.value_bytes > room - head.key_bytes) corrupt();
+    }
 
     // ----------------------------------------------------------------------- the file
 
@@ -153,6 +216,11 @@ struct SharedDict::Impl {
     void follow_growth() {
         const std::uint64_t length = header->file_bytes;
         if (length == mapped) return;
+        // A mapping past the file's end would fault (SIGBUS) where a block said to lie.
+        struct stat status {};
+        if (::fstat(fd.get(), &status) != 0) throw_system_error("sizing a manager dict");
+        if (length < mapped || length > static_cast<std::uint64_t>(status.st_size)) corrupt();
+        std::lock_guard remapping(remap_mutex());
         void* moved = data == nullptr
                           ? ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0)
                           : ::mremap(data, mapped, length, MREMAP_MAYMOVE);
@@ -196,6 +264,7 @@ struct SharedDict::Impl {
                 header->needs_repair = 0;
             }
             follow_growth();
+            check_block();
         } catch (...) {
             unlock_robust(header->mutex);
             throw;
@@ -213,6 +282,7 @@ struct SharedDict::Impl {
             header->file_bytes = static_cast<std::uint64_t>(status.st_size);
         }
         follow_growth();
+        check_block();
         Block& b = block();
         std::uint32_t* slots = index(b);
         std::memset(slots, 0, b.slots * sizeof(std::uint32_t));
@@ -242,7 +312,10 @@ struct SharedDict::Impl {
         const EntryRef* refs = entries(b);
         const std::uint64_t mask = b.slots - 1;
         std::uint64_t reusable = absent;
-        for (std::uint64_t i = hash & mask;; i = (i + 1) & mask) {
+        // An index always has an empty slot (it has more slots than entry refs); probing one
+        // that has none, which is corrupt, stops after one round.
+        std::uint64_t i = hash & mask;
+        for (std::uint64_t n = 0; n < b.slots; ++n, i = (i + 1) & mask) {
             const std::uint32_t slot = slots[i];
             if (slot == empty_slot) return {reusable != absent ? reusable : i, absent};
             if (slot == erased_slot) {
@@ -250,13 +323,16 @@ struct SharedDict::Impl {
                 continue;
             }
             const std::uint64_t e = slot - first_entry;
+            if (e >= b.used) corrupt();
             if (refs[e].hash != hash) continue;
+            check_entry(b, refs[e].offset);
             const std::span<const std::byte> stored = key_of(refs[e].offset);
             if (stored.size() == key.size() &&
                 std::memcmp(stored.data(), key.data(), key.size()) == 0) {
                 return {i, e};
             }
         }
+        corrupt();
     }
 
     // An empty slot for hash, in an index that holds no erased slots (a new or repaired one).
@@ -298,6 +374,7 @@ struct SharedDict::Impl {
             const EntryRef* refs = entries(old);
             for (std::uint64_t i = 0; keep && i < old.used; ++i) {
                 if (refs[i].offset == 0) continue;
+                check_entry(old, refs[i].offset);
                 ++live;
                 live_heap += bytes_of(refs[i].offset);
             }
@@ -481,6 +558,7 @@ void SharedDict::Access::append_sequence(std::vector<std::byte>& out, bool keys,
     const EntryRef* refs = impl_.entries(b);
     for (std::uint64_t i = 0; i < b.used; ++i) {
         if (refs[i].offset == 0) continue;
+        impl_.check_entry(b, refs[i].offset);
         const EntryHead& head = impl_.entry(refs[i].offset);
         const std::byte* from = impl_.data + refs[i].offset + sizeof(EntryHead);
         const std::uint64_t first = keys ? 0 : head.key_bytes;

@@ -60,6 +60,9 @@ class SharedDict::Access {
   public:
     // Waits for the lock. StateError when this thread already holds it (an update function
     // that uses its own dict); mproc::Error when the mapping cannot follow the dict's growth.
+    // SerializationError, from here or from any operation, when the shared memory holds
+    // offsets or lengths that no holder wrote (corrupt): the dict stays unusable, but no
+    // process faults on it.
     explicit Access(SharedDict& dict);
     ~Access();
     Access(const Access&) = delete;

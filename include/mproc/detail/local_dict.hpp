@@ -45,8 +45,8 @@ class LocalDict {
     void sequence(bool keys, bool values, std::vector<std::byte>& out);
     // Runs entry (an update entry, as the server would) on the current value of key, under the
     // dict's lock, and stores the value it encodes into result, which it also appends there.
-    // RemoteError when the function throws, with the entry unchanged; StateError when the
-    // function uses this same dict (it would wait for itself).
+    // RemoteError when the function throws, with the entry unchanged; also when the function
+    // uses this same dict (it would wait for itself), holding the StateError it got.
     void update(std::span<const std::byte> key, UpdateEntryFn entry, std::uint64_t function,
                 std::span<const std::byte> arguments, std::vector<std::byte>& result);
 
