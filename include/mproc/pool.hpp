@@ -18,6 +18,7 @@
 
 #include "mproc/async_result.hpp"
 #include "mproc/callable.hpp"
+#include "mproc/detail/block_codec.hpp"
 #include "mproc/detail/jobs.hpp"
 #include "mproc/detail/pool_core.hpp"
 #include "mproc/detail/task_codec.hpp"
@@ -180,7 +181,7 @@ class Pool {
         static_assert(detail::callable_with_tuple<F, ArgTuple>,
                       "mproc: the function cannot be called with these arguments");
         using R = result_t<F, ArgTuple>;
-        detail::TaskEncoder<F, ArgTuple> encoder(f);
+        detail::ChunkEncoder<F, ArgTuple> encoder(f);
         encoder.add(std::forward_as_tuple(args...));
         std::vector<detail::Frame> frames;
         frames.push_back(encoder.finish());
@@ -218,7 +219,7 @@ class Pool {
             first_task += std::exchange(batch_tasks, 0);
             batch_bytes = 0;
         };
-        std::optional<detail::TaskEncoder<F, ArgTuple>> encoder;
+        std::optional<detail::ChunkEncoder<F, ArgTuple>> encoder;
         for (auto&& input : inputs) {
             if (!encoder) {
                 const std::size_t encoded = std::min(tasks, first_task + batch_tasks);

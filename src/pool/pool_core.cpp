@@ -356,13 +356,27 @@ void PoolCore::Impl::deliver(Worker& worker, const Frame& frame) {
         return;
     }
     const FrameHeader header = frame.header();
-    if (frame.kind() != FrameKind::result || worker.in_flight.empty() ||
+    const bool block = frame.kind() == FrameKind::result_block;
+    if ((frame.kind() != FrameKind::result && !block) || worker.in_flight.empty() ||
         worker.in_flight.front().sequence != header.sequence) {
         signal_pidfd(worker.pidfd, SIGKILL);  // out of step with the pool: see read_results
         return;
     }
     Chunk chunk = std::move(worker.in_flight.front());
     worker.in_flight.pop_front();
+    if (block) {
+        try {
+            if (header.item_count != chunk.tasks()) {
+                throw SerializationError("mproc: a worker sent a block of results for " +
+                                         std::to_string(header.item_count) + " tasks, not " +
+                                         std::to_string(chunk.tasks()));
+            }
+            chunk.job->deliver_block(chunk.first_task, chunk.tasks(), frame.payload());
+        } catch (...) {
+            chunk.fail(std::current_exception());
+        }
+        return;
+    }
     FdInbox inbox(frame.fds);
     FdInboxScope scope(inbox);
     ItemReader items(frame.payload());
