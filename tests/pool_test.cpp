@@ -86,6 +86,11 @@ double weigh(char kind, long double weight, short count) {
     return static_cast<double>(kind) + static_cast<double>(weight) * count;
 }
 
+pid_t pid_after_sleeping(int milliseconds) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(milliseconds));
+    return ::getpid();
+}
+
 int fail_when_odd(int x) {
     if (x % 2 != 0) throw std::invalid_argument("odd " + std::to_string(x));
     return x;
@@ -421,6 +426,60 @@ TEST_P(PoolTest, AMixedBatchOfNumberAndItemTasksGivesEachItsResult) {
     for (auto& failure : failures) EXPECT_THROW(failure.get(30s), mproc::RemoteError);
     const auto squares = mapped.get(30s);
     for (int i = 0; i < 300; ++i) EXPECT_EQ(squares[static_cast<std::size_t>(i)], i * i);
+}
+
+TEST_P(PoolTest, ApplyAsyncCallsMadeTogetherEachGetTheirOwnResultOrError) {
+    mproc::Pool pool(options(2));
+    std::vector<mproc::AsyncResult<int>> results;
+    for (int i = 0; i < 1000; ++i) results.push_back(pool.apply_async(fail_when_odd, i));
+    for (int i = 0; i < 1000; ++i) {
+        auto& result = results[static_cast<std::size_t>(i)];
+        if (i % 2 == 0) {
+            EXPECT_EQ(result.get(30s), i);
+        } else {
+            EXPECT_THROW(result.get(30s), mproc::RemoteError);
+            EXPECT_FALSE(result.successful());
+        }
+    }
+}
+
+TEST_P(PoolTest, LongApplyAsyncCallsMadeTogetherRunOnDifferentWorkers) {
+    mproc::Pool pool(options(2));
+    pool.map(square, std::views::iota(0, 100));  // quick chunks first: the workers look fast
+    auto first = pool.apply_async(pid_after_sleeping, 300);
+    auto second = pool.apply_async(pid_after_sleeping, 300);
+    EXPECT_NE(first.get(30s), second.get(30s));
+}
+
+TEST_P(PoolTest, KilledWorkerFailsOnlyItsCallOfTheApplyAsyncCallsMadeTogether) {
+    mproc::Pool pool(options(2));
+    std::vector<mproc::AsyncResult<int>> results;
+    for (int i = 0; i < 8; ++i) results.push_back(pool.apply_async(kill_self_on_three, i));
+    for (int i = 0; i < 8; ++i) {
+        auto& result = results[static_cast<std::size_t>(i)];
+        if (i == 3) {
+            EXPECT_THROW(result.get(30s), mproc::WorkerLost);
+        } else {
+            EXPECT_EQ(result.get(30s), i);
+        }
+    }
+}
+
+TEST_P(PoolTest, SeveralThreadsMayApplyAsyncAtOnce) {
+    mproc::Pool pool(options(2));
+    std::vector<std::thread> threads;
+    std::vector<long> sums(4);
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&, t] {
+            std::vector<mproc::AsyncResult<int>> results;
+            for (int i = 0; i < 500; ++i) results.push_back(pool.apply_async(square, i));
+            long sum = 0;
+            for (auto& result : results) sum += result.get(30s);
+            sums[static_cast<std::size_t>(t)] = sum;
+        });
+    }
+    for (auto& thread : threads) thread.join();
+    for (long sum : sums) EXPECT_EQ(sum, 41541750);
 }
 
 TEST_P(PoolTest, TaskPastItsTimeoutFailsWithTimeoutErrorAndThePoolGoesOn) {

@@ -9,7 +9,9 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -40,6 +42,8 @@ constexpr std::size_t chunks_in_flight = 2;
 // worker is free first.
 constexpr std::chrono::microseconds fast_chunk{100};
 constexpr std::size_t max_chunks_in_flight = 64;
+// A batch of apply_async calls takes no more tasks than a default chunk of map.
+constexpr std::uint32_t max_batch_tasks = max_default_chunk;
 // A chunk whose worker died this many times while none of its tasks was running fails: the
 // worker dies of something in the chunk that is not a task of it.
 constexpr int max_chunk_losses = 3;
@@ -118,6 +122,7 @@ struct PoolCore::Impl {
     void run();
     void wake_collector() const;
     State take_submissions();
+    void queue_pending(Chunk chunk);
     void dispatch();
     void send_chunk(Worker& worker, Chunk chunk);
     void maybe_retire(Worker& worker);
@@ -135,6 +140,12 @@ struct PoolCore::Impl {
     bool has_work() const;
     void fail_everything(std::exception_ptr error);
     void mark_ready();
+    // Under mutex: StateError unless the pool takes submissions.
+    void require_running() const {
+        if (state != State::running) {
+            throw StateError("mproc: a task was submitted to a pool that was closed or terminated");
+        }
+    }
     void terminate_now();
     std::exception_ptr launcher_lost_error();
 };
@@ -196,11 +207,33 @@ PoolCore::Impl::State PoolCore::Impl::take_submissions() {
         if (broken) {
             submitted.front().fail(broken);
         } else {
-            pending.push_back(std::move(submitted.front()));
+            queue_pending(std::move(submitted.front()));
         }
         submitted.pop_front();
     }
     return state;
+}
+
+void PoolCore::Impl::queue_pending(Chunk chunk) {
+    const std::uint32_t tasks = chunk.tasks();
+    if (!chunk.batch || tasks == 1) return pending.push_back(std::move(chunk));
+    // A batch is cut so that its calls spread over the workers as separate calls would: one
+    // piece per worker while every worker runs quick chunks, else a chunk per call, since a
+    // slow worker's calls may be long and must not wait behind one another.
+    std::uint32_t live = 0;
+    bool slow = false;
+    for (const auto& worker : workers) {
+        if (!worker || worker->stopping) continue;
+        ++live;
+        slow = slow || worker->depth == chunks_in_flight;
+    }
+    const std::uint32_t pieces = slow || live == 0 ? tasks : std::min(tasks, live);
+    if (pieces == 1) return pending.push_back(std::move(chunk));
+    for (std::uint32_t piece = 0; piece < pieces; ++piece) {
+        const auto begin = static_cast<std::uint32_t>(std::uint64_t{tasks} * piece / pieces);
+        const auto end = static_cast<std::uint32_t>(std::uint64_t{tasks} * (piece + 1) / pieces);
+        pending.push_back(slice(chunk, begin, end));
+    }
 }
 
 bool PoolCore::Impl::has_work() const {
@@ -578,13 +611,12 @@ std::size_t PoolCore::processes() const noexcept {
     return impl_->processes;
 }
 
-void PoolCore::submit(std::shared_ptr<Job> job, std::vector<Frame> frames, std::size_t first_task) {
+void PoolCore::submit(const std::shared_ptr<Job>& job, std::span<Frame> frames,
+                      std::size_t first_task) {
     bool wake = false;
     {
         std::lock_guard lock(impl_->mutex);
-        if (impl_->state != Impl::State::running) {
-            throw StateError("mproc: a task was submitted to a pool that was closed or terminated");
-        }
+        impl_->require_running();
         wake = !std::exchange(impl_->wake_pending, true);
         for (auto& frame : frames) {
             Chunk chunk;
@@ -594,6 +626,45 @@ void PoolCore::submit(std::shared_ptr<Job> job, std::vector<Frame> frames, std::
             first_task += chunk.tasks();
             impl_->submitted.push_back(std::move(chunk));
         }
+    }
+    if (wake) impl_->wake_collector();
+}
+
+bool PoolCore::add_to_batch(std::uint64_t entry, std::uint64_t function,
+                            std::span<const std::byte> record,
+                            const std::function<void(const std::shared_ptr<Job>&)>& add_task) {
+    std::lock_guard lock(impl_->mutex);
+    impl_->require_running();
+    // The batch is still in `submitted`, so the wake-up that came with it is still to be
+    // taken: the collector will see the added task without another.
+    if (impl_->submitted.empty() || !impl_->submitted.back().batch) return false;
+    Chunk& batch = impl_->submitted.back();
+    FrameHeader header = batch.frame->header();
+    if (header.entry != entry || header.function != function ||
+        header.item_count >= max_batch_tasks) {
+        return false;
+    }
+    auto& bytes = batch.frame->bytes;
+    bytes.reserve(bytes.size() + record.size());
+    add_task(batch.job);
+    bytes.insert(bytes.end(), record.begin(), record.end());
+    ++header.item_count;
+    header.payload_bytes += record.size();
+    std::memcpy(bytes.data(), &header, sizeof header);
+    return true;
+}
+
+void PoolCore::submit_batch(const std::shared_ptr<Job>& job, Frame frame) {
+    bool wake = false;
+    {
+        std::lock_guard lock(impl_->mutex);
+        impl_->require_running();
+        wake = !std::exchange(impl_->wake_pending, true);
+        Chunk chunk;
+        chunk.job = job;
+        chunk.frame = std::make_shared<Frame>(std::move(frame));
+        chunk.batch = true;
+        impl_->submitted.push_back(std::move(chunk));
     }
     if (wake) impl_->wake_collector();
 }

@@ -162,32 +162,66 @@ class MapJob final : public Job {
     std::shared_ptr<State> state_;
 };
 
-// apply_async: one task.
+// apply_async: one task, and the result that the caller waits on.
 template <class R>
 class SingleJob final : public Job {
   public:
-    explicit SingleJob(std::shared_ptr<ResultState<R>> state) : state_(std::move(state)) {}
+    ResultState<R>& state() noexcept { return state_; }
     void deliver(std::size_t, std::span<const std::byte> item) override {
         auto outcome = Outcome<R>::decoded(item);
-        if (outcome.error) return state_->set_error(outcome.error);
+        if (outcome.error) return state_.set_error(outcome.error);
         if constexpr (std::is_void_v<R>) {
-            state_->set_value(true);
+            state_.set_value(true);
         } else {
-            state_->set_value(std::move(*outcome.value));
+            state_.set_value(std::move(*outcome.value));
         }
     }
     void deliver_block(std::size_t first_task, std::uint32_t tasks,
                        std::span<const std::byte> payload) override {
         for_each_block_result<R>(
-            first_task, tasks, payload, [&](std::size_t, auto value) { state_->set_value(value); },
-            [&](std::size_t, std::exception_ptr error) { state_->set_error(std::move(error)); });
+            first_task, tasks, payload, [&](std::size_t, auto value) { state_.set_value(value); },
+            [&](std::size_t, std::exception_ptr error) { state_.set_error(std::move(error)); });
     }
     void fail(std::size_t, std::exception_ptr error) override {
-        state_->set_error(std::move(error));
+        state_.set_error(std::move(error));
     }
 
   private:
-    std::shared_ptr<ResultState<R>> state_;
+    ResultState<R> state_;
+};
+
+// apply_async of calls of numbers, gathered into one chunk while the collector was busy
+// (PoolCore::add_to_batch): task i is call i, with a result of its own. The results live in the
+// job, so that a call costs no allocation of its own.
+template <class R>
+class ApplyBatchJob final : public Job {
+  public:
+    // The result of one more call. Under the pool's lock, before the collector takes the chunk:
+    // no task of it is delivered before the last call is added.
+    std::shared_ptr<ResultState<R>> add_call(const std::shared_ptr<Job>& self) {
+        return std::shared_ptr<ResultState<R>>(self, &results_.emplace_back());
+    }
+
+    void deliver(std::size_t index, std::span<const std::byte> item) override {
+        auto outcome = Outcome<R>::decoded(item);
+        if (outcome.error) return results_[index].set_error(outcome.error);
+        results_[index].set_value(std::move(*outcome.value));
+    }
+    void deliver_block(std::size_t first_task, std::uint32_t tasks,
+                       std::span<const std::byte> payload) override {
+        for_each_block_result<R>(
+            first_task, tasks, payload,
+            [&](std::size_t index, auto value) { results_[index].set_value(value); },
+            [&](std::size_t index, std::exception_ptr error) {
+                results_[index].set_error(std::move(error));
+            });
+    }
+    void fail(std::size_t index, std::exception_ptr error) override {
+        results_[index].set_error(std::move(error));
+    }
+
+  private:
+    std::deque<ResultState<R>> results_;  // a deque: results stay where they are as it grows
 };
 
 // imap and imap_unordered: each result is handed to the reader as soon as it may be read, in
