@@ -42,6 +42,9 @@ constexpr std::size_t chunks_in_flight = 2;
 // worker is free first.
 constexpr std::chrono::microseconds fast_chunk{100};
 constexpr std::size_t max_chunks_in_flight = 64;
+// A worker whose tasks take less than this each runs quick calls: a batch of apply_async calls
+// may go to it in one piece (see queue_pending).
+constexpr std::chrono::microseconds quick_task{100};
 // A batch of apply_async calls takes no more tasks than a default chunk of map.
 constexpr std::uint32_t max_batch_tasks = max_default_chunk;
 // A chunk whose worker died this many times while none of its tasks was running fails: the
@@ -73,6 +76,7 @@ struct Worker {
     std::size_t tasks_given = 0;
     std::size_t depth = chunks_in_flight;              // chunks it may have in flight, by its pace
     std::chrono::steady_clock::time_point busy_since;  // its last results, or its first chunk
+    bool quick_tasks = false;                          // by its pace; unknown at first
     bool stopping = false;  // told to stop: retired, or the pool is ending
     bool killed_for_timeout = false;
 };
@@ -218,14 +222,14 @@ void PoolCore::Impl::queue_pending(Chunk chunk) {
     const std::uint32_t tasks = chunk.tasks();
     if (!chunk.batch || tasks == 1) return pending.push_back(std::move(chunk));
     // A batch is cut so that its calls spread over the workers as separate calls would: one
-    // piece per worker while every worker runs quick chunks, else a chunk per call, since a
-    // slow worker's calls may be long and must not wait behind one another.
+    // piece per worker while every worker runs quick tasks, else a chunk per call, since
+    // long calls must not wait behind one another.
     std::uint32_t live = 0;
     bool slow = false;
     for (const auto& worker : workers) {
         if (!worker || worker->stopping) continue;
         ++live;
-        slow = slow || worker->depth == chunks_in_flight;
+        slow = slow || !worker->quick_tasks;
     }
     const std::uint32_t pieces = slow || live == 0 ? tasks : std::min(tasks, live);
     if (pieces == 1) return pending.push_back(std::move(chunk));
@@ -373,6 +377,11 @@ void PoolCore::Impl::pace(Worker& worker, std::size_t chunks_done) {
     const auto now = std::chrono::steady_clock::now();
     const bool fast = now - worker.busy_since < fast_chunk * chunks_done;
     worker.depth = fast ? max_chunks_in_flight : chunks_in_flight;
+    std::size_t tasks_done = 0;
+    for (std::size_t i = 0; i < std::min(chunks_done, worker.in_flight.size()); ++i) {
+        tasks_done += worker.in_flight[i].tasks();
+    }
+    worker.quick_tasks = now - worker.busy_since < quick_task * tasks_done;
     worker.busy_since = now;
 }
 
@@ -645,7 +654,10 @@ bool PoolCore::add_to_batch(std::uint64_t entry, std::uint64_t function,
         return false;
     }
     auto& bytes = batch.frame->bytes;
-    bytes.reserve(bytes.size() + record.size());
+    // Room first (doubling, as push_back would), so that nothing can throw once the call's
+    // result is added.
+    const std::size_t size = bytes.size() + record.size();
+    if (size > bytes.capacity()) bytes.reserve(std::max(size, 2 * bytes.capacity()));
     add_task(batch.job);
     bytes.insert(bytes.end(), record.begin(), record.end());
     ++header.item_count;
