@@ -560,6 +560,18 @@ TEST_P(PoolTest, MaxtasksperchildReplacesAWorkerAfterItsTasks) {
     EXPECT_EQ(std::set<pid_t>(pids.begin(), pids.end()).size(), 3u);
 }
 
+TEST_P(PoolTest, MaxtasksperchildCountsEachApplyAsyncCall) {
+    mproc::Pool pool(options(1, {.maxtasksperchild = 100}));
+    pool.map(square, std::views::iota(0, 50));  // quick tasks: calls may go out in batches
+    std::vector<mproc::AsyncResult<pid_t>> results;
+    for (int i = 0; i < 1000; ++i) results.push_back(pool.apply_async(worker_pid, i));
+    std::map<pid_t, int> calls;
+    for (auto& result : results) ++calls[result.get(30s)];
+    for (const auto& [pid, count] : calls) {
+        EXPECT_LT(count, 200) << "a worker ran more than maxtasksperchild and a chunk";
+    }
+}
+
 TEST_P(PoolTest, SharedArrayArgumentIsSharedNotCopied) {
     mproc::Pool pool(options(2));
     mproc::SharedArray<int> marks(8);  // made after the workers: it travels as a descriptor

@@ -231,7 +231,13 @@ void PoolCore::Impl::queue_pending(Chunk chunk) {
         ++live;
         slow = slow || !worker->quick_tasks;
     }
-    const std::uint32_t pieces = slow || live == 0 ? tasks : std::min(tasks, live);
+    std::uint32_t pieces = slow || live == 0 ? tasks : std::min(tasks, live);
+    // maxtasksperchild counts calls: no piece may hold more.
+    if (maxtasksperchild != 0) {
+        const auto most =
+            static_cast<std::uint32_t>(std::min<std::size_t>(maxtasksperchild, tasks));
+        pieces = std::max(pieces, (tasks + most - 1) / most);
+    }
     if (pieces == 1) return pending.push_back(std::move(chunk));
     for (std::uint32_t piece = 0; piece < pieces; ++piece) {
         const auto begin = static_cast<std::uint32_t>(std::uint64_t{tasks} * piece / pieces);
