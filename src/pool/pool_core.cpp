@@ -108,6 +108,7 @@ struct PoolCore::Impl {
     std::condition_variable ready_cv;
 
     // The collector's own.
+    std::deque<Chunk> taken;  // take_submissions', kept to reuse its memory
     std::deque<Chunk> pending;
     std::vector<std::optional<Worker>> workers;  // by slot
     std::vector<bool> launching;                 // by slot: asked for, not yet started
@@ -205,17 +206,23 @@ PoolCore::Impl::State PoolCore::Impl::take_submissions() {
         std::uint64_t count;
         [[maybe_unused]] auto read = ::read(wake.get(), &count, sizeof count);
     }
-    std::lock_guard lock(mutex);
-    wake_pending = false;
-    while (!submitted.empty()) {
-        if (broken) {
-            submitted.front().fail(broken);
-        } else {
-            queue_pending(std::move(submitted.front()));
-        }
-        submitted.pop_front();
+    State now;
+    {
+        std::lock_guard lock(mutex);
+        wake_pending = false;
+        taken.swap(submitted);
+        now = state;
     }
-    return state;
+    // Outside the lock: a caller adding to a new batch need not wait while batches are cut.
+    for (auto& chunk : taken) {
+        if (broken) {
+            chunk.fail(broken);
+        } else {
+            queue_pending(std::move(chunk));
+        }
+    }
+    taken.clear();
+    return now;
 }
 
 void PoolCore::Impl::queue_pending(Chunk chunk) {
