@@ -465,6 +465,23 @@ TEST_P(PoolTest, KilledWorkerFailsOnlyItsCallOfTheApplyAsyncCallsMadeTogether) {
     }
 }
 
+TEST_P(PoolTest, ApplyAsyncCallPastItsTimeoutFailsAloneAmongTheCallsMadeWithIt) {
+    mproc::Pool pool(options(2, {.task_timeout = 300ms}));
+    pool.map(square, std::views::iota(0, 100));  // quick tasks: calls may go out in batches
+    std::vector<mproc::AsyncResult<int>> results;
+    for (int i = 0; i < 20; ++i) {
+        results.push_back(pool.apply_async(sleep_when_negative, i == 7 ? -1 : i));
+    }
+    for (int i = 0; i < 20; ++i) {
+        auto& result = results[static_cast<std::size_t>(i)];
+        if (i == 7) {
+            EXPECT_THROW(result.get(30s), mproc::TimeoutError);
+        } else {
+            EXPECT_EQ(result.get(30s), i);
+        }
+    }
+}
+
 TEST_P(PoolTest, SeveralThreadsMayApplyAsyncAtOnce) {
     mproc::Pool pool(options(2));
     std::vector<std::thread> threads;
