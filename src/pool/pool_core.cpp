@@ -45,6 +45,7 @@ constexpr std::size_t max_chunks_in_flight = 64;
 // A worker whose tasks take less than this each runs quick calls: a batch of apply_async calls
 // may go to it in one piece (see queue_pending).
 constexpr std::chrono::microseconds quick_task{100};
+static_assert(quick_task >= fast_chunk, "a quick chunk holds only quick tasks (see pace)");
 // A batch of apply_async calls takes no more tasks than a default chunk of map.
 constexpr std::uint32_t max_batch_tasks = max_default_chunk;
 // A chunk whose worker died this many times while none of its tasks was running fails: the
@@ -226,8 +227,9 @@ PoolCore::Impl::State PoolCore::Impl::take_submissions() {
 }
 
 void PoolCore::Impl::queue_pending(Chunk chunk) {
+    if (!chunk.batch) return pending.push_back(std::move(chunk));
     const std::uint32_t tasks = chunk.tasks();
-    if (!chunk.batch || tasks == 1) return pending.push_back(std::move(chunk));
+    if (tasks == 1) return pending.push_back(std::move(chunk));
     // A batch is cut so that its calls spread over the workers as separate calls would: one
     // piece per worker while every worker runs quick tasks, else a chunk per call, since
     // long calls must not wait behind one another.
@@ -390,11 +392,12 @@ void PoolCore::Impl::pace(Worker& worker, std::size_t chunks_done) {
     const auto now = std::chrono::steady_clock::now();
     const bool fast = now - worker.busy_since < fast_chunk * chunks_done;
     worker.depth = fast ? max_chunks_in_flight : chunks_in_flight;
+    // Quick chunks are quick tasks; slow chunks may be many quick tasks.
     std::size_t tasks_done = 0;
-    for (std::size_t i = 0; i < std::min(chunks_done, worker.in_flight.size()); ++i) {
+    for (std::size_t i = 0; !fast && i < std::min(chunks_done, worker.in_flight.size()); ++i) {
         tasks_done += worker.in_flight[i].tasks();
     }
-    worker.quick_tasks = now - worker.busy_since < quick_task * tasks_done;
+    worker.quick_tasks = fast || now - worker.busy_since < quick_task * tasks_done;
     worker.busy_since = now;
 }
 
