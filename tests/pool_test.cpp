@@ -451,6 +451,15 @@ TEST_P(PoolTest, LongApplyAsyncCallsMadeTogetherRunOnDifferentWorkers) {
     EXPECT_NE(first.get(30s), second.get(30s));
 }
 
+TEST_P(PoolTest, LongApplyAsyncCallsSpreadOverTheWorkersBeforeTheirPaceIsKnown) {
+    mproc::Pool pool(options(2));
+    std::vector<mproc::AsyncResult<pid_t>> results;
+    for (int i = 0; i < 4; ++i) results.push_back(pool.apply_async(pid_after_sleeping, 200));
+    std::set<pid_t> pids;
+    for (auto& result : results) pids.insert(result.get(30s));
+    EXPECT_EQ(pids.size(), 2u);
+}
+
 TEST_P(PoolTest, KilledWorkerFailsOnlyItsCallOfTheApplyAsyncCallsMadeTogether) {
     mproc::Pool pool(options(2));
     std::vector<mproc::AsyncResult<int>> results;

@@ -43,8 +43,9 @@ constexpr std::size_t chunks_in_flight = 2;
 constexpr std::chrono::microseconds fast_chunk{100};
 constexpr std::size_t max_chunks_in_flight = 64;
 // A worker whose tasks take less than this each runs quick calls: a batch of apply_async calls
-// may go to it in one piece (see queue_pending).
-constexpr std::chrono::microseconds quick_task{100};
+// may go to it in one piece (see cut_batch). Generous, since one late wake-up of a worker on a
+// busy machine must not make it look slow.
+constexpr std::chrono::microseconds quick_task{1000};
 static_assert(quick_task >= fast_chunk, "a quick chunk holds only quick tasks (see pace)");
 // A batch of apply_async calls takes no more tasks than a default chunk of map.
 constexpr std::uint32_t max_batch_tasks = max_default_chunk;
@@ -109,7 +110,6 @@ struct PoolCore::Impl {
     std::condition_variable ready_cv;
 
     // The collector's own.
-    std::deque<Chunk> taken;  // take_submissions', kept to reuse its memory
     std::deque<Chunk> pending;
     std::vector<std::optional<Worker>> workers;  // by slot
     std::vector<bool> launching;                 // by slot: asked for, not yet started
@@ -128,7 +128,7 @@ struct PoolCore::Impl {
     void run();
     void wake_collector() const;
     State take_submissions();
-    void queue_pending(Chunk chunk);
+    void cut_batch();
     void dispatch();
     void send_chunk(Worker& worker, Chunk chunk);
     void maybe_retire(Worker& worker);
@@ -207,32 +207,27 @@ PoolCore::Impl::State PoolCore::Impl::take_submissions() {
         std::uint64_t count;
         [[maybe_unused]] auto read = ::read(wake.get(), &count, sizeof count);
     }
-    State now;
-    {
-        std::lock_guard lock(mutex);
-        wake_pending = false;
-        taken.swap(submitted);
-        now = state;
-    }
-    // Outside the lock: a caller adding to a new batch need not wait while batches are cut.
-    for (auto& chunk : taken) {
+    std::lock_guard lock(mutex);
+    wake_pending = false;
+    while (!submitted.empty()) {
         if (broken) {
-            chunk.fail(broken);
+            submitted.front().fail(broken);
         } else {
-            queue_pending(std::move(chunk));
+            pending.push_back(std::move(submitted.front()));
         }
+        submitted.pop_front();
     }
-    taken.clear();
-    return now;
+    return state;
 }
 
-void PoolCore::Impl::queue_pending(Chunk chunk) {
-    if (!chunk.batch) return pending.push_back(std::move(chunk));
-    const std::uint32_t tasks = chunk.tasks();
-    if (tasks == 1) return pending.push_back(std::move(chunk));
-    // A batch is cut so that its calls spread over the workers as separate calls would: one
-    // piece per worker while every worker runs quick tasks, else a chunk per call, since
-    // long calls must not wait behind one another.
+void PoolCore::Impl::cut_batch() {
+    Chunk batch = std::move(pending.front());
+    pending.pop_front();
+    const std::uint32_t tasks = batch.tasks();
+    // A batch is cut so that its calls spread over the workers as separate calls would: into
+    // one piece per worker while every worker runs quick tasks; else one call goes now and the
+    // rest wait as a batch, to be cut again once the workers' pace is known better, since long
+    // calls must not wait behind one another.
     std::uint32_t live = 0;
     bool slow = false;
     for (const auto& worker : workers) {
@@ -240,18 +235,24 @@ void PoolCore::Impl::queue_pending(Chunk chunk) {
         ++live;
         slow = slow || !worker->quick_tasks;
     }
-    std::uint32_t pieces = slow || live == 0 ? tasks : std::min(tasks, live);
+    if (slow || live == 0) {
+        Chunk rest = slice(batch, 1, tasks);
+        rest.batch = true;
+        pending.push_front(std::move(rest));
+        pending.push_front(slice(batch, 0, 1));
+        return;
+    }
+    std::uint32_t pieces = std::min(tasks, live);
     // maxtasksperchild counts calls: no piece may hold more.
     if (maxtasksperchild != 0) {
         const auto most =
             static_cast<std::uint32_t>(std::min<std::size_t>(maxtasksperchild, tasks));
         pieces = std::max(pieces, (tasks + most - 1) / most);
     }
-    if (pieces == 1) return pending.push_back(std::move(chunk));
-    for (std::uint32_t piece = 0; piece < pieces; ++piece) {
+    for (std::uint32_t piece = pieces; piece-- > 0;) {
         const auto begin = static_cast<std::uint32_t>(std::uint64_t{tasks} * piece / pieces);
         const auto end = static_cast<std::uint32_t>(std::uint64_t{tasks} * (piece + 1) / pieces);
-        pending.push_back(slice(chunk, begin, end));
+        pending.push_front(slice(batch, begin, end));
     }
 }
 
@@ -303,6 +304,7 @@ void PoolCore::Impl::dispatch() {
             const bool slow = worker->depth == chunks_in_flight;
             if (round > 1 && slow && pending.size() <= starting + live) continue;
             if (maxtasksperchild != 0 && worker->tasks_given >= maxtasksperchild) continue;
+            if (pending.front().batch && pending.front().tasks() > 1) cut_batch();
             Chunk chunk = std::move(pending.front());
             pending.pop_front();
             send_chunk(*worker, std::move(chunk));
