@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <limits>
 #include <list>
 #include <map>
 #include <ranges>
@@ -16,6 +17,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <typeinfo>
 #include <vector>
 
 #include "mproc/resources.hpp"
@@ -67,6 +69,30 @@ int exit_on_three(int x) {
 
 int abort_on_ten(int x) {
     if (x == 10) std::abort();
+    return x;
+}
+
+std::string abort_on_ten_text(const std::string& x) {
+    if (x == "10") std::abort();
+    return x;
+}
+
+template <class T>
+T same(T x) {
+    return x;
+}
+
+double weigh(char kind, long double weight, short count) {
+    return static_cast<double>(kind) + static_cast<double>(weight) * count;
+}
+
+pid_t pid_after_sleeping(int milliseconds) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(milliseconds));
+    return ::getpid();
+}
+
+int fail_when_odd(int x) {
+    if (x % 2 != 0) throw std::invalid_argument("odd " + std::to_string(x));
     return x;
 }
 
@@ -310,6 +336,178 @@ TEST_P(PoolTest, WorkerDeathInTheMiddleOfMapFailsOnlyTheTaskItHeld) {
     EXPECT_THROW(pool.map(abort_on_ten, std::views::iota(0, 20)), mproc::WorkerLost);
 }
 
+TEST_P(PoolTest, WorkerDeathInTheMiddleOfAChunkOfItemsFailsOnlyTheTaskItHeld) {
+    mproc::Pool pool(options(2));
+    // Strings travel as length-prefixed items, not as a block of numbers.
+    std::vector<std::string> inputs;
+    for (int i = 0; i < 20; ++i) inputs.push_back(std::to_string(i));
+    auto results = pool.imap(abort_on_ten_text, inputs, 4);
+    std::vector<std::string> values;
+    int lost = 0;
+    for (auto it = results.begin(); it != results.end(); ++it) {
+        try {
+            values.push_back(*it);
+        } catch (const mproc::WorkerLost&) {
+            ++lost;
+        }
+    }
+    EXPECT_EQ(lost, 1);
+    inputs.erase(inputs.begin() + 10);
+    EXPECT_EQ(values, inputs);
+}
+
+template <class... T>
+void expect_each_type_round_trips(mproc::Pool& pool) {
+    auto check = [&]<class U>(U) {
+        using limits = std::numeric_limits<U>;
+        const std::vector<U> inputs{U{0}, U{1}, limits::lowest(), limits::max(), limits::min()};
+        EXPECT_EQ(pool.map(same<U>, inputs, 2), inputs) << typeid(U).name();
+        EXPECT_EQ(pool.apply(same<U>, limits::max()), limits::max()) << typeid(U).name();
+    };
+    (check(T{}), ...);
+}
+
+TEST_P(PoolTest, ABlockOfEachArithmeticTypeComesBackEqual) {
+    mproc::Pool pool(options(2));
+    expect_each_type_round_trips<char, signed char, unsigned char, wchar_t, char8_t, char16_t,
+                                 char32_t, short, unsigned short, int, unsigned, long,
+                                 unsigned long, long long, unsigned long long, float, double,
+                                 long double>(pool);
+    EXPECT_TRUE(pool.apply(same<bool>, true));  // a bool is checked: it travels as an item
+}
+
+TEST_P(PoolTest, StarmapOfMixedNumbersCallsWithEachElement) {
+    mproc::Pool pool(options(2));
+    const std::vector<std::tuple<char, long double, short>> inputs{
+        {'a', 0.5L, 2}, {'b', -1.25L, 4}, {'\0', 3.0L, -3}};
+    EXPECT_EQ(pool.starmap(weigh, inputs), (std::vector<double>{98.0, 93.0, -9.0}));
+}
+
+TEST_P(PoolTest, ABlockWithSeveralFailedTasksKeepsEachErrorAtItsTask) {
+    mproc::Pool pool(options(2));
+    auto results = pool.imap(fail_when_odd, std::views::iota(0, 12), 6);
+    int position = 0;
+    for (auto it = results.begin(); it != results.end(); ++it, ++position) {
+        if (position % 2 == 0) {
+            EXPECT_EQ(*it, position);
+        } else {
+            try {
+                static_cast<void>(*it);
+                ADD_FAILURE() << "task " << position << " should have failed";
+            } catch (const mproc::RemoteError& error) {
+                EXPECT_EQ(error.message(), "odd " + std::to_string(position));
+            }
+        }
+    }
+    EXPECT_EQ(position, 12);
+    try {
+        pool.map(fail_when_odd, std::vector<int>{0, 2, 5, 7}, 4);
+        FAIL() << "expected a RemoteError";
+    } catch (const mproc::RemoteError& error) {
+        EXPECT_EQ(error.message(), "odd 5");  // the first failure by position
+    }
+}
+
+TEST_P(PoolTest, AMixedBatchOfNumberAndItemTasksGivesEachItsResult) {
+    mproc::Pool pool(options(2));
+    std::vector<mproc::AsyncResult<int>> numbers;
+    std::vector<mproc::AsyncResult<std::string>> texts;
+    std::vector<mproc::AsyncResult<int>> failures;
+    for (int i = 0; i < 200; ++i) {
+        numbers.push_back(pool.apply_async(square, i));
+        texts.push_back(pool.apply_async(describe, "n", i, 1.0));
+        if (i % 50 == 0) failures.push_back(pool.apply_async(fail_when_odd, i + 1));
+    }
+    auto mapped = pool.map_async(square, std::views::iota(0, 300), 7);
+    for (int i = 0; i < 200; ++i) {
+        EXPECT_EQ(numbers[static_cast<std::size_t>(i)].get(30s), i * i);
+        EXPECT_EQ(texts[static_cast<std::size_t>(i)].get(30s), "n:" + std::to_string(i) + ":1");
+    }
+    for (auto& failure : failures) EXPECT_THROW(failure.get(30s), mproc::RemoteError);
+    const auto squares = mapped.get(30s);
+    for (int i = 0; i < 300; ++i) EXPECT_EQ(squares[static_cast<std::size_t>(i)], i * i);
+}
+
+TEST_P(PoolTest, ApplyAsyncCallsMadeTogetherEachGetTheirOwnResultOrError) {
+    mproc::Pool pool(options(2));
+    std::vector<mproc::AsyncResult<int>> results;
+    for (int i = 0; i < 1000; ++i) results.push_back(pool.apply_async(fail_when_odd, i));
+    for (int i = 0; i < 1000; ++i) {
+        auto& result = results[static_cast<std::size_t>(i)];
+        if (i % 2 == 0) {
+            EXPECT_EQ(result.get(30s), i);
+        } else {
+            EXPECT_THROW(result.get(30s), mproc::RemoteError);
+            EXPECT_FALSE(result.successful());
+        }
+    }
+}
+
+TEST_P(PoolTest, LongApplyAsyncCallsMadeTogetherRunOnDifferentWorkers) {
+    mproc::Pool pool(options(2));
+    pool.map(square, std::views::iota(0, 100));  // quick chunks first: the workers look fast
+    auto first = pool.apply_async(pid_after_sleeping, 300);
+    auto second = pool.apply_async(pid_after_sleeping, 300);
+    EXPECT_NE(first.get(30s), second.get(30s));
+}
+
+TEST_P(PoolTest, LongApplyAsyncCallsSpreadOverTheWorkersBeforeTheirPaceIsKnown) {
+    mproc::Pool pool(options(2));
+    std::vector<mproc::AsyncResult<pid_t>> results;
+    for (int i = 0; i < 4; ++i) results.push_back(pool.apply_async(pid_after_sleeping, 200));
+    std::set<pid_t> pids;
+    for (auto& result : results) pids.insert(result.get(30s));
+    EXPECT_EQ(pids.size(), 2u);
+}
+
+TEST_P(PoolTest, KilledWorkerFailsOnlyItsCallOfTheApplyAsyncCallsMadeTogether) {
+    mproc::Pool pool(options(2));
+    std::vector<mproc::AsyncResult<int>> results;
+    for (int i = 0; i < 8; ++i) results.push_back(pool.apply_async(kill_self_on_three, i));
+    for (int i = 0; i < 8; ++i) {
+        auto& result = results[static_cast<std::size_t>(i)];
+        if (i == 3) {
+            EXPECT_THROW(result.get(30s), mproc::WorkerLost);
+        } else {
+            EXPECT_EQ(result.get(30s), i);
+        }
+    }
+}
+
+TEST_P(PoolTest, ApplyAsyncCallPastItsTimeoutFailsAloneAmongTheCallsMadeWithIt) {
+    mproc::Pool pool(options(2, {.task_timeout = 300ms}));
+    pool.map(square, std::views::iota(0, 100));  // quick tasks: calls may go out in batches
+    std::vector<mproc::AsyncResult<int>> results;
+    for (int i = 0; i < 20; ++i) {
+        results.push_back(pool.apply_async(sleep_when_negative, i == 7 ? -1 : i));
+    }
+    for (int i = 0; i < 20; ++i) {
+        auto& result = results[static_cast<std::size_t>(i)];
+        if (i == 7) {
+            EXPECT_THROW(result.get(30s), mproc::TimeoutError);
+        } else {
+            EXPECT_EQ(result.get(30s), i);
+        }
+    }
+}
+
+TEST_P(PoolTest, SeveralThreadsMayApplyAsyncAtOnce) {
+    mproc::Pool pool(options(2));
+    std::vector<std::thread> threads;
+    std::vector<long> sums(4);
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&, t] {
+            std::vector<mproc::AsyncResult<int>> results;
+            for (int i = 0; i < 500; ++i) results.push_back(pool.apply_async(square, i));
+            long sum = 0;
+            for (auto& result : results) sum += result.get(30s);
+            sums[static_cast<std::size_t>(t)] = sum;
+        });
+    }
+    for (auto& thread : threads) thread.join();
+    for (long sum : sums) EXPECT_EQ(sum, 41541750);
+}
+
 TEST_P(PoolTest, TaskPastItsTimeoutFailsWithTimeoutErrorAndThePoolGoesOn) {
     mproc::Pool pool(options(2, {.task_timeout = 300ms}));
     auto slow = pool.apply_async(sleep_when_negative, -1);
@@ -386,6 +584,18 @@ TEST_P(PoolTest, MaxtasksperchildReplacesAWorkerAfterItsTasks) {
     mproc::Pool pool(options(1, {.maxtasksperchild = 2}));
     const auto pids = pool.map(worker_pid, std::views::iota(0, 6), 1);
     EXPECT_EQ(std::set<pid_t>(pids.begin(), pids.end()).size(), 3u);
+}
+
+TEST_P(PoolTest, MaxtasksperchildCountsEachApplyAsyncCall) {
+    mproc::Pool pool(options(1, {.maxtasksperchild = 100}));
+    pool.map(square, std::views::iota(0, 50));  // quick tasks: calls may go out in batches
+    std::vector<mproc::AsyncResult<pid_t>> results;
+    for (int i = 0; i < 1000; ++i) results.push_back(pool.apply_async(worker_pid, i));
+    std::map<pid_t, int> calls;
+    for (auto& result : results) ++calls[result.get(30s)];
+    for (const auto& [pid, count] : calls) {
+        EXPECT_LT(count, 200) << "a worker ran more than maxtasksperchild and a chunk";
+    }
 }
 
 TEST_P(PoolTest, SharedArrayArgumentIsSharedNotCopied) {

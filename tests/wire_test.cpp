@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <map>
 #include <optional>
@@ -27,6 +28,7 @@
 #include <variant>
 #include <vector>
 
+#include "mproc/detail/block_codec.hpp"
 #include "mproc/detail/frame.hpp"
 #include "mproc/detail/wire_archive.hpp"
 #include "mproc/errors.hpp"
@@ -498,7 +500,7 @@ TEST(Frame, CheckHeaderRejectsAnUnknownKind) {
     FrameHeader header = valid_header();
     header.kind = 0;
     EXPECT_THROW(check_header(header), SerializationError);
-    header.kind = static_cast<std::uint16_t>(FrameKind::bootstrap) + 1;
+    header.kind = static_cast<std::uint16_t>(FrameKind::result_block) + 1;
     EXPECT_THROW(check_header(header), SerializationError);
 }
 
@@ -525,6 +527,19 @@ TEST(Frame, CheckHeaderRejectsMoreItemsThanThePayloadCanHold) {
     EXPECT_NO_THROW(check_header(header));
     header.item_count = 3;
     EXPECT_THROW(check_header(header), SerializationError);
+}
+
+TEST(Frame, CheckHeaderAllowsABlockOneByteATask) {
+    FrameHeader header = valid_header();
+    header.kind = static_cast<std::uint16_t>(FrameKind::task_block);
+    header.payload_bytes = 3;
+    header.item_count = 3;
+    EXPECT_NO_THROW(check_header(header));
+    header.item_count = 4;
+    EXPECT_THROW(check_header(header), SerializationError);
+    header.kind = static_cast<std::uint16_t>(FrameKind::result);
+    header.item_count = 3;
+    EXPECT_THROW(check_header(header), SerializationError);  // items have a length prefix
 }
 
 TEST(Frame, FrameWriterAndItemReaderRoundTripEncodedItems) {
@@ -593,6 +608,120 @@ TEST(Frame, EveryTruncationOfAPayloadFailsWithSerializationError) {
         };
         EXPECT_THROW(read_all(), SerializationError) << "a payload cut to " << length << " bytes";
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Blocks: chunks of tasks whose arguments and result are numbers
+
+using mproc::detail::BlockTaskEncoder;
+using mproc::detail::ResultBlock;
+using mproc::detail::ResultWriter;
+
+double scale(int value, short factor) {
+    if (factor == 0) throw std::domain_error("no factor for " + std::to_string(value));
+    return value * 0.5 * factor;
+}
+using Scale = double (*)(int, short);
+using ScaleArgs = std::tuple<int, short>;
+
+// Encodes the calls, runs them as a worker does, and returns the result frame.
+Frame run_block(const std::vector<ScaleArgs>& calls) {
+    BlockTaskEncoder<Scale, ScaleArgs> encoder(scale, calls.size());
+    for (const auto& call : calls) encoder.add(call);
+    const Frame tasks = encoder.finish();
+    EXPECT_EQ(tasks.kind(), FrameKind::task_block);
+    EXPECT_EQ(tasks.header().item_count, calls.size());
+    EXPECT_EQ(tasks.payload().size(), calls.size() * (sizeof(int) + sizeof(short)));
+    EXPECT_NO_THROW(check_header(tasks.header()));
+    ResultWriter out(5, nullptr);
+    mproc::detail::run_block_chunk<Scale, ScaleArgs>(tasks, out);
+    return out.finish();
+}
+
+struct Outcomes {
+    std::vector<double> values;
+    std::vector<std::string> errors;  // by task; empty for a value
+};
+
+Outcomes read_block(std::uint32_t tasks, std::span<const std::byte> payload) {
+    Outcomes outcomes{std::vector<double>(tasks), std::vector<std::string>(tasks)};
+    ResultBlock<double>(tasks, payload)
+        .for_each([&](std::uint32_t task, double value) { outcomes.values[task] = value; },
+                  [&](std::uint32_t task, std::exception_ptr error) {
+                      try {
+                          std::rethrow_exception(error);
+                      } catch (const mproc::RemoteError& remote) {
+                          outcomes.errors[task] = remote.message();
+                      }
+                  });
+    return outcomes;
+}
+
+TEST(Block, TasksOfNumbersRunIntoABlockOfResults) {
+    const Frame results = run_block({{1, 2}, {3, 4}, {-5, 1}});
+    EXPECT_EQ(results.kind(), FrameKind::result_block);
+    EXPECT_EQ(results.header().item_count, 3U);
+    EXPECT_EQ(results.header().sequence, 5U);
+    EXPECT_NO_THROW(check_header(results.header()));
+    EXPECT_EQ(results.payload().size(), 3 * (1 + sizeof(double)));  // no error items
+    const Outcomes outcomes = read_block(3, results.payload());
+    EXPECT_EQ(outcomes.values, (std::vector<double>{1.0, 6.0, -2.5}));
+    EXPECT_EQ(outcomes.errors, std::vector<std::string>(3));
+}
+
+TEST(Block, EachFailedTaskKeepsItsOwnError) {
+    const Frame results = run_block({{1, 0}, {2, 2}, {3, 0}, {4, 2}});
+    const Outcomes outcomes = read_block(4, results.payload());
+    EXPECT_EQ(outcomes.values, (std::vector<double>{0.0, 2.0, 0.0, 4.0}));
+    EXPECT_EQ(outcomes.errors,
+              (std::vector<std::string>{"no factor for 1", "", "no factor for 3", ""}));
+}
+
+TEST(Block, ABlockOfTasksShorterThanItsCountFailsEveryTask) {
+    BlockTaskEncoder<Scale, ScaleArgs> encoder(scale);
+    encoder.add(ScaleArgs{1, 2});
+    encoder.add(ScaleArgs{3, 4});
+    Frame tasks = encoder.finish();
+    tasks.bytes.pop_back();
+    FrameHeader header = tasks.header();
+    header.payload_bytes -= 1;
+    std::memcpy(tasks.bytes.data(), &header, sizeof header);
+    ResultWriter out(1, nullptr);
+    mproc::detail::run_block_chunk<Scale, ScaleArgs>(tasks, out);
+    const Frame results = out.finish();
+    EXPECT_EQ(out.errors(), 2U);
+    int failures = 0;
+    ResultBlock<double>(2, results.payload())
+        .for_each([](std::uint32_t, double) { ADD_FAILURE() << "a task ran on corrupt bytes"; },
+                  [&](std::uint32_t, std::exception_ptr error) {
+                      ++failures;
+                      EXPECT_THROW(std::rethrow_exception(error), mproc::RemoteError);
+                  });
+    EXPECT_EQ(failures, 2);
+}
+
+TEST(Block, EveryTruncationOfABlockOfResultsIsRefusedWhole) {
+    const Frame results = run_block({{1, 0}, {2, 2}, {3, 0}});
+    const auto payload = results.payload();
+    for (std::size_t length = 0; length < payload.size(); ++length) {
+        EXPECT_THROW(ResultBlock<double>(3, payload.first(length)), SerializationError)
+            << "a block cut to " << length << " bytes";
+    }
+}
+
+TEST(Block, AnUnknownStatusOrBytesAfterTheErrorsAreRefused) {
+    const Frame results = run_block({{1, 2}, {2, 0}});
+    Bytes payload(results.payload().begin(), results.payload().end());
+    EXPECT_NO_THROW(ResultBlock<double>(2, payload));
+    Bytes unknown = payload;
+    unknown[0] = std::byte{7};
+    EXPECT_THROW(ResultBlock<double>(2, unknown), SerializationError);
+    Bytes longer = payload;
+    longer.push_back(std::byte{0});
+    EXPECT_THROW(ResultBlock<double>(2, longer), SerializationError);
+    Bytes no_error = payload;
+    no_error[1] = no_error[0];  // says ok, but its error item follows
+    EXPECT_THROW(ResultBlock<double>(2, no_error), SerializationError);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 // it held, and a new worker takes its place.
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <iterator>
@@ -18,6 +19,7 @@
 
 #include "mproc/async_result.hpp"
 #include "mproc/callable.hpp"
+#include "mproc/detail/block_codec.hpp"
 #include "mproc/detail/jobs.hpp"
 #include "mproc/detail/pool_core.hpp"
 #include "mproc/detail/task_codec.hpp"
@@ -185,13 +187,17 @@ class Pool {
         static_assert(detail::callable_with_tuple<F, ArgTuple>,
                       "mproc: the function cannot be called with these arguments");
         using R = result_t<F, ArgTuple>;
-        detail::TaskEncoder<F, ArgTuple> encoder(f);
-        encoder.add(std::forward_as_tuple(args...));
-        std::vector<detail::Frame> frames;
-        frames.push_back(encoder.finish());
-        auto state = std::make_shared<detail::ResultState<R>>();
-        core_->submit(std::make_shared<detail::SingleJob<R>>(state), std::move(frames));
-        return AsyncResult<R>(std::move(state));
+        if constexpr (detail::block_layout<F, ArgTuple>) {
+            return apply_gathered<F, ArgTuple>(f, std::forward_as_tuple(args...));
+        } else {
+            detail::TaskEncoder<F, ArgTuple> encoder(f);
+            encoder.add(std::forward_as_tuple(args...));
+            detail::Frame frame = encoder.finish();
+            auto job = std::make_shared<detail::SingleJob<R>>();
+            core_->submit(job, std::span(&frame, 1));
+            // The result lives in the job: one allocation for both.
+            return AsyncResult<R>(std::shared_ptr<detail::ResultState<R>>(job, &job->state()));
+        }
     }
 
     // No more submissions: a later one throws StateError. The workers exit once the work
@@ -206,6 +212,32 @@ class Pool {
     template <class F, class ArgTuple>
     using result_t = detail::task_result_t<F, ArgTuple>;
 
+    // apply_async of a call of numbers: one record more in the batch the collector has not
+    // taken yet, or a new batch (PoolCore::add_to_batch).
+    template <class F, class ArgTuple, class Args>
+    auto apply_gathered(F f, const Args& args) {
+        using R = result_t<F, ArgTuple>;
+        using Job = detail::ApplyBatchJob<R>;
+        std::array<std::byte, detail::args_bytes<ArgTuple>> record;
+        detail::write_record<ArgTuple>(record.data(), args);
+        std::shared_ptr<detail::ResultState<R>> result;
+        const bool added = core_->add_to_batch(detail::block_entry_address<F, ArgTuple>,
+                                               detail::callable_to_wire(f), record,
+                                               [&](const std::shared_ptr<detail::Job>& job) {
+                                                   // A batch of this entry holds calls of this F
+                                                   // and ArgTuple only: its job is ours.
+                                                   result = static_cast<Job&>(*job).add_call(job);
+                                               });
+        if (!added) {
+            detail::BlockTaskEncoder<F, ArgTuple> encoder(f, 1);
+            encoder.add(args);
+            auto job = std::make_shared<Job>();
+            result = job->add_call(job);
+            core_->submit_batch(job, encoder.finish());
+        }
+        return AsyncResult<R>(std::move(result));
+    }
+
     // Encodes the inputs chunk by chunk and hands the chunks to the pool as they are made: the
     // first at once, the rest in batches of about submit_batch_bytes, so that the workers run
     // the first chunks while the caller encodes the next and few batches cost a wake-up each.
@@ -218,12 +250,12 @@ class Pool {
         std::size_t batch_tasks = 0;
         std::size_t first_task = 0;
         auto submit_batch = [&] {
-            core_->submit(job, std::move(batch), first_task);
+            core_->submit(job, batch, first_task);
             batch.clear();
             first_task += std::exchange(batch_tasks, 0);
             batch_bytes = 0;
         };
-        std::optional<detail::TaskEncoder<F, ArgTuple>> encoder;
+        std::optional<detail::ChunkEncoder<F, ArgTuple>> encoder;
         for (auto&& input : inputs) {
             if (!encoder) {
                 const std::size_t encoded = std::min(tasks, first_task + batch_tasks);

@@ -8,6 +8,20 @@ void Chunk::fail(std::exception_ptr error) const {
 
 Chunk slice(const Chunk& chunk, std::uint32_t begin, std::uint32_t end) {
     const FrameHeader header = chunk.frame->header();
+    Chunk part;
+    part.job = chunk.job;
+    part.first_task = chunk.first_task + begin;
+    if (chunk.frame->kind() == FrameKind::task_block) {
+        // The pool made this block: it holds one record per task.
+        const auto payload = chunk.frame->payload();
+        const std::size_t record = payload.size() / header.item_count;
+        FrameWriter writer(FrameKind::task_block, 0, header.entry, header.function);
+        writer.buffer().insert(writer.buffer().end(), payload.begin() + begin * record,
+                               payload.begin() + end * record);
+        part.frame =
+            std::make_shared<Frame>(finish_block(writer, FrameKind::task_block, end - begin));
+        return part;
+    }
     FrameWriter writer(FrameKind::task, 0, header.entry, header.function);
     ItemReader items(chunk.frame->payload());
     for (std::uint32_t task = 0; task < end; ++task) {
@@ -20,9 +34,6 @@ Chunk slice(const Chunk& chunk, std::uint32_t begin, std::uint32_t end) {
     std::vector<UniqueFd> fds;
     for (const auto& fd : chunk.frame->fds) fds.push_back(fd.duplicate());
     writer.add_fds(std::move(fds));
-    Chunk part;
-    part.job = chunk.job;
-    part.first_task = chunk.first_task + begin;
     part.frame = std::make_shared<Frame>(writer.finish());
     return part;
 }

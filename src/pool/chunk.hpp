@@ -17,6 +17,9 @@ struct Chunk {
     std::shared_ptr<Frame> frame;
     std::uint64_t sequence = 0;  // set when it is sent; a resent chunk gets a new one
     int losses = 0;              // workers lost while it was in flight with no task running
+    // Separate apply_async calls gathered into one chunk (PoolCore::add_to_batch): each is a
+    // task of its own, so the collector may cut the chunk to spread them over the workers.
+    bool batch = false;
 
     std::uint32_t tasks() const noexcept { return frame->header().item_count; }
     // Fails every task of the chunk with error.

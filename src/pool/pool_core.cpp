@@ -9,7 +9,9 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -41,6 +43,13 @@ constexpr std::size_t chunks_in_flight = 2;
 // worker is free first.
 constexpr std::chrono::microseconds fast_chunk{100};
 constexpr std::size_t max_chunks_in_flight = 64;
+// A worker whose tasks take less than this each runs quick calls: a batch of apply_async calls
+// may go to it in one piece (see cut_batch). Generous, since one late wake-up of a worker on a
+// busy machine must not make it look slow.
+constexpr std::chrono::microseconds quick_task{1000};
+static_assert(quick_task >= fast_chunk, "a quick chunk holds only quick tasks (see pace)");
+// A batch of apply_async calls takes no more tasks than a default chunk of map.
+constexpr std::uint32_t max_batch_tasks = max_default_chunk;
 // A chunk whose worker died this many times while none of its tasks was running fails: the
 // worker dies of something in the chunk that is not a task of it.
 constexpr int max_chunk_losses = 3;
@@ -70,6 +79,7 @@ struct Worker {
     std::size_t tasks_given = 0;
     std::size_t depth = chunks_in_flight;              // chunks it may have in flight, by its pace
     std::chrono::steady_clock::time_point busy_since;  // its last results, or its first chunk
+    bool quick_tasks = false;                          // by its pace; unknown at first
     bool stopping = false;  // told to stop: retired, or the pool is ending
     bool killed_for_timeout = false;
 };
@@ -119,6 +129,7 @@ struct PoolCore::Impl {
     void run();
     void wake_collector() const;
     State take_submissions();
+    void cut_batch();
     void dispatch();
     void send_chunk(Worker& worker, Chunk chunk);
     void maybe_retire(Worker& worker);
@@ -136,6 +147,12 @@ struct PoolCore::Impl {
     bool has_work() const;
     void fail_everything(std::exception_ptr error);
     void mark_ready();
+    // Under mutex: StateError unless the pool takes submissions.
+    void require_running() const {
+        if (state != State::running) {
+            throw StateError("mproc: a task was submitted to a pool that was closed or terminated");
+        }
+    }
     void terminate_now();
     std::exception_ptr launcher_lost_error();
 };
@@ -204,6 +221,42 @@ PoolCore::Impl::State PoolCore::Impl::take_submissions() {
     return state;
 }
 
+void PoolCore::Impl::cut_batch() {
+    Chunk batch = std::move(pending.front());
+    pending.pop_front();
+    const std::uint32_t tasks = batch.tasks();
+    // A batch is cut so that its calls spread over the workers as separate calls would: into
+    // one piece per worker while every worker runs quick tasks; else one call goes now and the
+    // rest wait as a batch, to be cut again once the workers' pace is known better, since long
+    // calls must not wait behind one another.
+    std::uint32_t live = 0;
+    bool slow = false;
+    for (const auto& worker : workers) {
+        if (!worker || worker->stopping) continue;
+        ++live;
+        slow = slow || !worker->quick_tasks;
+    }
+    if (slow || live == 0) {
+        Chunk rest = slice(batch, 1, tasks);
+        rest.batch = true;
+        pending.push_front(std::move(rest));
+        pending.push_front(slice(batch, 0, 1));
+        return;
+    }
+    std::uint32_t pieces = std::min(tasks, live);
+    // maxtasksperchild counts calls: no piece may hold more.
+    if (maxtasksperchild != 0) {
+        const auto most =
+            static_cast<std::uint32_t>(std::min<std::size_t>(maxtasksperchild, tasks));
+        pieces = std::max(pieces, (tasks + most - 1) / most);
+    }
+    for (std::uint32_t piece = pieces; piece-- > 0;) {
+        const auto begin = static_cast<std::uint32_t>(std::uint64_t{tasks} * piece / pieces);
+        const auto end = static_cast<std::uint32_t>(std::uint64_t{tasks} * (piece + 1) / pieces);
+        pending.push_front(slice(batch, begin, end));
+    }
+}
+
 bool PoolCore::Impl::has_work() const {
     if (!pending.empty()) return true;
     return std::any_of(workers.begin(), workers.end(),
@@ -252,6 +305,7 @@ void PoolCore::Impl::dispatch() {
             const bool slow = worker->depth == chunks_in_flight;
             if (round > 1 && slow && pending.size() <= starting + live) continue;
             if (maxtasksperchild != 0 && worker->tasks_given >= maxtasksperchild) continue;
+            if (pending.front().batch && pending.front().tasks() > 1) cut_batch();
             Chunk chunk = std::move(pending.front());
             pending.pop_front();
             send_chunk(*worker, std::move(chunk));
@@ -341,6 +395,12 @@ void PoolCore::Impl::pace(Worker& worker, std::size_t chunks_done) {
     const auto now = std::chrono::steady_clock::now();
     const bool fast = now - worker.busy_since < fast_chunk * chunks_done;
     worker.depth = fast ? max_chunks_in_flight : chunks_in_flight;
+    // Quick chunks are quick tasks; slow chunks may be many quick tasks.
+    std::size_t tasks_done = 0;
+    for (std::size_t i = 0; !fast && i < std::min(chunks_done, worker.in_flight.size()); ++i) {
+        tasks_done += worker.in_flight[i].tasks();
+    }
+    worker.quick_tasks = fast || now - worker.busy_since < quick_task * tasks_done;
     worker.busy_since = now;
 }
 
@@ -357,13 +417,27 @@ void PoolCore::Impl::deliver(Worker& worker, const Frame& frame) {
         return;
     }
     const FrameHeader header = frame.header();
-    if (frame.kind() != FrameKind::result || worker.in_flight.empty() ||
+    const bool block = frame.kind() == FrameKind::result_block;
+    if ((frame.kind() != FrameKind::result && !block) || worker.in_flight.empty() ||
         worker.in_flight.front().sequence != header.sequence) {
         signal_pidfd(worker.pidfd, SIGKILL);  // out of step with the pool: see read_results
         return;
     }
     Chunk chunk = std::move(worker.in_flight.front());
     worker.in_flight.pop_front();
+    if (block) {
+        try {
+            if (header.item_count != chunk.tasks()) {
+                throw SerializationError("mproc: a worker sent a block of results for " +
+                                         std::to_string(header.item_count) + " tasks, not " +
+                                         std::to_string(chunk.tasks()));
+            }
+            chunk.job->deliver_block(chunk.first_task, chunk.tasks(), frame.payload());
+        } catch (...) {
+            chunk.fail(std::current_exception());
+        }
+        return;
+    }
     FdInbox inbox(frame.fds);
     FdInboxScope scope(inbox);
     ItemReader items(frame.payload());
@@ -565,15 +639,14 @@ std::size_t PoolCore::processes() const noexcept {
     return impl_->processes;
 }
 
-void PoolCore::submit(std::shared_ptr<Job> job, std::vector<Frame> frames, std::size_t first_task) {
+void PoolCore::submit(const std::shared_ptr<Job>& job, std::span<Frame> frames,
+                      std::size_t first_task) {
     bool large = false;
     for (const auto& frame : frames) large |= lend_payload_file(frame);
     bool wake = false;
     {
         std::lock_guard lock(impl_->mutex);
-        if (impl_->state != Impl::State::running) {
-            throw StateError("mproc: a task was submitted to a pool that was closed or terminated");
-        }
+        impl_->require_running();
         wake = !std::exchange(impl_->wake_pending, true);
         for (auto& frame : frames) {
             Chunk chunk;
@@ -590,6 +663,48 @@ void PoolCore::submit(std::shared_ptr<Job> job, std::vector<Frame> frames, std::
     // fill memory with frames, each in fresh pages, where waiting lets it reuse the files of
     // the frames done.
     if (large) wait_for_lent_payload_files(impl_->processes + 1);
+}
+
+bool PoolCore::add_to_batch(std::uint64_t entry, std::uint64_t function,
+                            std::span<const std::byte> record,
+                            const std::function<void(const std::shared_ptr<Job>&)>& add_task) {
+    std::lock_guard lock(impl_->mutex);
+    impl_->require_running();
+    // The batch is still in `submitted`, so the wake-up that came with it is still to be
+    // taken: the collector will see the added task without another.
+    if (impl_->submitted.empty() || !impl_->submitted.back().batch) return false;
+    Chunk& batch = impl_->submitted.back();
+    FrameHeader header = batch.frame->header();
+    if (header.entry != entry || header.function != function ||
+        header.item_count >= max_batch_tasks) {
+        return false;
+    }
+    auto& bytes = batch.frame->bytes;
+    // Room first (doubling, as push_back would), so that nothing can throw once the call's
+    // result is added.
+    const std::size_t size = bytes.size() + record.size();
+    if (size > bytes.capacity()) bytes.reserve(std::max(size, 2 * bytes.capacity()));
+    add_task(batch.job);
+    bytes.insert(bytes.end(), record.begin(), record.end());
+    ++header.item_count;
+    header.payload_bytes += record.size();
+    std::memcpy(bytes.data(), &header, sizeof header);
+    return true;
+}
+
+void PoolCore::submit_batch(const std::shared_ptr<Job>& job, Frame frame) {
+    bool wake = false;
+    {
+        std::lock_guard lock(impl_->mutex);
+        impl_->require_running();
+        wake = !std::exchange(impl_->wake_pending, true);
+        Chunk chunk;
+        chunk.job = job;
+        chunk.frame = std::make_shared<Frame>(std::move(frame));
+        chunk.batch = true;
+        impl_->submitted.push_back(std::move(chunk));
+    }
+    if (wake) impl_->wake_collector();
 }
 
 void PoolCore::close() {

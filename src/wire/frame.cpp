@@ -16,7 +16,7 @@ void check_header(const FrameHeader& header) {
                                  std::to_string(frame_version));
     }
     if (header.kind < static_cast<std::uint16_t>(FrameKind::task) ||
-        header.kind > static_cast<std::uint16_t>(FrameKind::bootstrap)) {
+        header.kind > static_cast<std::uint16_t>(FrameKind::result_block)) {
         throw SerializationError("mproc: a frame has the unknown kind " +
                                  std::to_string(header.kind));
     }
@@ -39,7 +39,11 @@ void check_header(const FrameHeader& header) {
                                  " bytes, more than the limit of " +
                                  std::to_string(max_payload_bytes));
     }
-    if (header.item_count > header.payload_bytes / sizeof(ItemLength)) {
+    // A block's tasks have at least a byte each, an item its length prefix.
+    const bool block = header.kind == static_cast<std::uint16_t>(FrameKind::task_block) ||
+                       header.kind == static_cast<std::uint16_t>(FrameKind::result_block);
+    const std::uint64_t smallest = block ? 1 : sizeof(ItemLength);
+    if (header.item_count > header.payload_bytes / smallest) {
         throw SerializationError("mproc: a frame claims more items than its payload can hold");
     }
 }

@@ -21,7 +21,8 @@ namespace {
 // The frames below the entry that ran the task are the worker's own machinery, the same for
 // every task: the user needs the frames from the throw down to the task.
 void trim_below_entry(std::string& traceback) {
-    const auto entry = traceback.find("mproc::detail::run_chunk<");
+    auto entry = traceback.find("mproc::detail::run_chunk<");
+    if (entry == std::string::npos) entry = traceback.find("mproc::detail::run_block_chunk<");
     if (entry == std::string::npos) return;
     const auto line_end = traceback.find('\n', entry);
     if (line_end != std::string::npos) traceback.resize(line_end + 1);
@@ -50,6 +51,7 @@ void ResultWriter::write_error(const ErrorInfo& info) noexcept {
 
 Frame ResultWriter::finish() {
     writer_.add_fds(outbox_.take());
+    if (block_) return finish_block(writer_, FrameKind::result_block, block_tasks_);
     return writer_.finish();
 }
 

@@ -121,7 +121,7 @@ void run_worker(std::unique_ptr<Link> pool, WorkerStatus& status, const Frame* i
             end_worker(2);
         }
         if (!frame || frame->kind() == FrameKind::stop) end_worker(0);
-        if (frame->kind() != FrameKind::task) continue;
+        if (frame->kind() != FrameKind::task && frame->kind() != FrameKind::task_block) continue;
         const auto started = Clock::now();
         Frame results = run_frame(*frame, &status);
         frame.reset();  // a large frame's file goes back to the pool before the results do

@@ -26,6 +26,10 @@ enum class FrameKind : std::uint16_t {
     request = 5,      // a call on a manager's container
     response = 6,     // its answer
     bootstrap = 7,    // what a process started by spawn needs before it can serve
+    // A chunk of tasks as one block of fixed-size records, and its results as one block
+    // (block_codec.hpp).
+    task_block = 8,
+    result_block = 9,
 };
 
 struct FrameHeader {

@@ -1,10 +1,12 @@
 #pragma once
 
 // The typed side of a submission. The pool's collector hands each job the result item of each
-// of its tasks, in whatever order they finish; the job decodes it and tells whoever waits.
+// of its tasks, or a whole block of results (block_codec.hpp), in whatever order they finish;
+// the job decodes them and tells whoever waits.
 
 #include <condition_variable>
 #include <cstddef>
+#include <cstring>
 #include <deque>
 #include <exception>
 #include <memory>
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "mproc/async_result.hpp"
+#include "mproc/detail/block_codec.hpp"
 #include "mproc/detail/task_codec.hpp"
 
 namespace mproc::detail {
@@ -25,6 +28,11 @@ class Job {
     virtual ~Job() = default;
     // The result item of task `index`, on the collector thread, once per task.
     virtual void deliver(std::size_t index, std::span<const std::byte> item) = 0;
+    // The payload of a result_block frame for tasks [first_task, first_task + tasks), on the
+    // collector thread. Throws SerializationError, having delivered nothing, when the block is
+    // malformed or the job's tasks do not return numbers.
+    virtual void deliver_block(std::size_t first_task, std::uint32_t tasks,
+                               std::span<const std::byte> payload) = 0;
     // Task `index` failed without a result item: its worker died, it timed out, the pool ended.
     virtual void fail(std::size_t index, std::exception_ptr error) = 0;
 };
@@ -62,6 +70,25 @@ struct Outcome {
 template <class R>
 using map_result_t = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
 
+[[noreturn]] inline void refuse_result_block() {
+    throw SerializationError("mproc: a block of results came for tasks that return no number");
+}
+
+// Calls on_value(index, value) or on_error(index, error) for each task of a block of results.
+template <class R, class OnValue, class OnError>
+void for_each_block_result(std::size_t first_task, std::uint32_t tasks,
+                           std::span<const std::byte> payload, OnValue on_value, OnError on_error) {
+    if constexpr (wire_detail::is_block_copyable<R>) {
+        ResultBlock<R>(tasks, payload)
+            .for_each([&](std::uint32_t task, R value) { on_value(first_task + task, value); },
+                      [&](std::uint32_t task, std::exception_ptr error) {
+                          on_error(first_task + task, std::move(error));
+                      });
+    } else {
+        refuse_result_block();
+    }
+}
+
 // map, starmap and their async forms: all results in input order, or the error of the first
 // task (by position) that failed, once every task has ended. Values are decoded straight into
 // the vector the caller gets, with no per-task wrapper to build and copy.
@@ -86,6 +113,26 @@ class MapJob final : public Job {
             return fail(index, std::current_exception());
         }
         settle();
+    }
+    void deliver_block(std::size_t first_task, std::uint32_t tasks,
+                       std::span<const std::byte> payload) override {
+        if constexpr (wire_detail::is_block_copyable<R>) {
+            const ResultBlock<R> block(tasks, payload);
+            // The block is the values' own bytes: one copy for the chunk. A failed task's value
+            // is zero, as a value-initialised R.
+            std::memcpy(values_.data() + first_task, block.values().data(), block.values().size());
+            remaining_ -= tasks - block.failures();
+            if (block.failures() == 0) {
+                if (remaining_ == 0) complete();
+                return;
+            }
+            block.for_each([](std::uint32_t, R) {},
+                           [&](std::uint32_t task, std::exception_ptr error) {
+                               fail(first_task + task, std::move(error));
+                           });
+        } else {
+            refuse_result_block();
+        }
     }
     void fail(std::size_t index, std::exception_ptr error) override {
         if (!first_error_ || index < first_error_index_) {
@@ -115,26 +162,66 @@ class MapJob final : public Job {
     std::shared_ptr<State> state_;
 };
 
-// apply_async: one task.
+// apply_async: one task, and the result that the caller waits on.
 template <class R>
 class SingleJob final : public Job {
   public:
-    explicit SingleJob(std::shared_ptr<ResultState<R>> state) : state_(std::move(state)) {}
+    ResultState<R>& state() noexcept { return state_; }
     void deliver(std::size_t, std::span<const std::byte> item) override {
         auto outcome = Outcome<R>::decoded(item);
-        if (outcome.error) return state_->set_error(outcome.error);
+        if (outcome.error) return state_.set_error(outcome.error);
         if constexpr (std::is_void_v<R>) {
-            state_->set_value(true);
+            state_.set_value(true);
         } else {
-            state_->set_value(std::move(*outcome.value));
+            state_.set_value(std::move(*outcome.value));
         }
     }
+    void deliver_block(std::size_t first_task, std::uint32_t tasks,
+                       std::span<const std::byte> payload) override {
+        for_each_block_result<R>(
+            first_task, tasks, payload, [&](std::size_t, auto value) { state_.set_value(value); },
+            [&](std::size_t, std::exception_ptr error) { state_.set_error(std::move(error)); });
+    }
     void fail(std::size_t, std::exception_ptr error) override {
-        state_->set_error(std::move(error));
+        state_.set_error(std::move(error));
     }
 
   private:
-    std::shared_ptr<ResultState<R>> state_;
+    ResultState<R> state_;
+};
+
+// apply_async of calls of numbers, gathered into one chunk while the collector was busy
+// (PoolCore::add_to_batch): task i is call i, with a result of its own. The results live in the
+// job, so that a call costs no allocation of its own.
+template <class R>
+class ApplyBatchJob final : public Job {
+  public:
+    // The result of one more call. Under the pool's lock, before the collector takes the chunk:
+    // no task of it is delivered before the last call is added.
+    std::shared_ptr<ResultState<R>> add_call(const std::shared_ptr<Job>& self) {
+        return std::shared_ptr<ResultState<R>>(self, &results_.emplace_back());
+    }
+
+    void deliver(std::size_t index, std::span<const std::byte> item) override {
+        auto outcome = Outcome<R>::decoded(item);
+        if (outcome.error) return results_[index].set_error(outcome.error);
+        results_[index].set_value(std::move(*outcome.value));
+    }
+    void deliver_block(std::size_t first_task, std::uint32_t tasks,
+                       std::span<const std::byte> payload) override {
+        for_each_block_result<R>(
+            first_task, tasks, payload,
+            [&](std::size_t index, auto value) { results_[index].set_value(value); },
+            [&](std::size_t index, std::exception_ptr error) {
+                results_[index].set_error(std::move(error));
+            });
+    }
+    void fail(std::size_t index, std::exception_ptr error) override {
+        results_[index].set_error(std::move(error));
+    }
+
+  private:
+    std::deque<ResultState<R>> results_;  // a deque: results stay where they are as it grows
 };
 
 // imap and imap_unordered: each result is handed to the reader as soon as it may be read, in
@@ -146,6 +233,17 @@ class StreamJob final : public Job {
 
     void deliver(std::size_t index, std::span<const std::byte> item) override {
         settle(index, Outcome<R>::decoded(item));
+    }
+    void deliver_block(std::size_t first_task, std::uint32_t tasks,
+                       std::span<const std::byte> payload) override {
+        for_each_block_result<R>(
+            first_task, tasks, payload,
+            [&](std::size_t index, auto value) {
+                settle(index, Outcome<R>{value, nullptr});
+            },
+            [&](std::size_t index, std::exception_ptr error) {
+                settle(index, Outcome<R>::failed(std::move(error)));
+            });
     }
     void fail(std::size_t index, std::exception_ptr error) override {
         settle(index, Outcome<R>::failed(std::move(error)));

@@ -1,8 +1,10 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <memory>
-#include <vector>
+#include <span>
 
 #include "mproc/detail/frame.hpp"
 
@@ -25,9 +27,21 @@ class PoolCore {
     PoolCore& operator=(const PoolCore&) = delete;
 
     std::size_t processes() const noexcept;
-    // Queues task frames of one job; their items are the job's tasks in order, from task
-    // first_task on. StateError after close() or terminate().
-    void submit(std::shared_ptr<Job> job, std::vector<Frame> frames, std::size_t first_task = 0);
+    // Queues task frames of one job, moved from `frames`; their tasks are the job's tasks in
+    // order, from task first_task on. StateError after close() or terminate().
+    void submit(const std::shared_ptr<Job>& job, std::span<Frame> frames,
+                std::size_t first_task = 0);
+    // apply_async's calls of numbers, gathered into batches: the calls made while the
+    // collector was busy travel as one chunk, at the cost of one record each. Adds `record` as
+    // one more task of the last chunk submitted, when that is a batch of the same entry and
+    // function that the collector has not taken yet, and calls add_task with the batch's job,
+    // under the pool's lock. False, having done nothing, when there is no such batch: the
+    // caller then starts one with submit_batch. StateError after close() or terminate().
+    bool add_to_batch(std::uint64_t entry, std::uint64_t function,
+                      std::span<const std::byte> record,
+                      const std::function<void(const std::shared_ptr<Job>&)>& add_task);
+    // Queues a task_block frame as a batch that add_to_batch may add to.
+    void submit_batch(const std::shared_ptr<Job>& job, Frame frame);
     void close();
     void join();
     void terminate();

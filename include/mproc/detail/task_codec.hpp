@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <span>
 #include <string>
@@ -51,6 +52,7 @@ class ResultWriter {
 
     // Marks task `index` of the chunk as running, in the memory the pool watches.
     void begin_item(std::uint32_t index) noexcept {
+        current_ = index;
         if (status_ == nullptr) return;
         status_->item.store(index, std::memory_order_relaxed);
         if (timed_) {
@@ -63,8 +65,6 @@ class ResultWriter {
         if (status_ != nullptr) status_->running.store(0, std::memory_order_release);
     }
 
-    // Records the running task's value. A value that cannot be encoded is recorded as that
-    // task's error instead.
     // Makes room for the results of `tasks` tasks that return R, when R's size is fixed.
     template <class R>
     void reserve(std::uint32_t tasks) {
@@ -73,6 +73,29 @@ class ResultWriter {
         }
     }
 
+    // Lays the results of `tasks` tasks that return the number R out as one block
+    // (block_codec.hpp): call it before the first task, then record values with block_ok and
+    // errors with error(). A task counts as failed until its value is recorded.
+    template <class R>
+    void start_block(std::uint32_t tasks) {
+        static_assert(wire_detail::is_block_copyable<R>);
+        block_ = true;
+        block_tasks_ = tasks;
+        auto& bytes = writer_.buffer();
+        bytes.resize(sizeof(FrameHeader) + std::size_t{tasks} * (1 + sizeof(R)));
+        std::memset(bytes.data() + sizeof(FrameHeader), static_cast<int>(ResultStatus::error),
+                    tasks);
+    }
+    // Records the running task's value in the block.
+    template <class R>
+    void block_ok(const R& value) noexcept {
+        std::byte* block = writer_.buffer().data() + sizeof(FrameHeader);
+        block[current_] = std::byte{static_cast<std::uint8_t>(ResultStatus::ok)};
+        std::memcpy(block + block_tasks_ + std::size_t{current_} * sizeof(R), &value, sizeof(R));
+    }
+
+    // Records the running task's value. A value that cannot be encoded is recorded as that
+    // task's error instead.
     template <class R>
     void ok(const R& value) {
         writer_.begin_item();
@@ -92,6 +115,7 @@ class ResultWriter {
     }
     void ok_void();
     // Records the exception being handled as the running task's error; call it in a catch.
+    // In a block, the error is an item after the block.
     void error() noexcept;
 
     // How many tasks of the chunk ended with an error.
@@ -106,7 +130,21 @@ class ResultWriter {
     WorkerStatus* status_;
     bool timed_;
     std::size_t errors_ = 0;
+    std::uint32_t current_ = 0;  // the running task
+    bool block_ = false;
+    std::uint32_t block_tasks_ = 0;
 };
+
+// Completes a block frame (task_block or result_block) of `tasks` tasks: its items, if any, are
+// not its tasks, so the header's count is set here.
+inline Frame finish_block(FrameWriter& writer, FrameKind kind, std::uint32_t tasks) {
+    Frame frame = writer.finish();
+    FrameHeader header = frame.header();
+    header.kind = static_cast<std::uint16_t>(kind);
+    header.item_count = tasks;
+    std::memcpy(frame.bytes.data(), &header, sizeof header);
+    return frame;
+}
 
 // The user's callable rebuilt in the worker: a function pointer from its address, an empty
 // class by default construction.
