@@ -24,18 +24,35 @@ constexpr std::uint64_t header_magic = 0x6d70726f63517565;  // "mprocQue"
 constexpr std::size_t initial_ring_bytes = 64 * 1024;
 using ItemSize = std::uint64_t;
 
+// The processes that sleep on one futex word, and the wake-ups sent to them. Changed only under
+// the queue's mutex.
+//
+// A waker wakes one sleeper only while more sleepers are registered than wake-ups are on their
+// way (waiting > woken), so the puts that follow a wake-up, made while the woken getter has not
+// yet taken the lock, skip the futex_wake that would find nobody asleep. No wake-up is lost,
+// even when a sleeper dies anywhere: with D the registered sleepers that died, and R the live
+// ones that a bump of the word has reached since they registered (woken, or bound to find the
+// word changed) and that have not yet relocked, woken <= D + R holds: a wake-up adds one to
+// woken and either moves a sleeper from the kernel into R or, when none sleeps there, finds
+// waiting > woken with every live registered sleeper already in R; a sleeper that relocks
+// having seen the word change takes one from each; dying moves a sleeper into D, where it
+// stays, still counted in waiting. So waiting - woken is at least the number of live sleepers
+// asleep in the kernel, and while there is one, a put wakes one.
+struct Sleepers {
+    std::atomic<std::uint32_t> word;  // the futex; each wake-up bumps it
+    std::uint32_t waiting;            // registered sleepers, dead ones included
+    std::uint32_t woken;              // wake-ups not yet acknowledged by a sleeper
+};
+
 // Lives at the start of the header region. Every field but the futex words changes only under
 // the mutex; a put or get changes `used` and `count` last, so a process that dies in the middle
 // of one leaves the queue as it was before it, and repair() mends the one gap between them.
 struct QueueHeader {
     std::uint64_t magic;
     pthread_mutex_t mutex;
-    std::atomic<std::uint32_t> item_added;   // futex: getters sleep on it
-    std::atomic<std::uint32_t> space_freed;  // futex: putters of a full queue sleep on it
-    std::atomic<std::uint32_t> tasks_done;   // futex: JoinableQueue::join sleeps on it
-    std::uint32_t getters_waiting;           // hints, to skip wake-ups nobody waits for;
-    std::uint32_t putters_waiting;           // a waiter that died leaves one too many,
-    std::uint32_t joiners_waiting;           // which costs a needless wake-up, nothing more
+    Sleepers getters;  // wait for an item
+    Sleepers putters;  // wait for room in a full queue
+    Sleepers joiners;  // JoinableQueue::join waits for the last task_done
     std::uint32_t closed;
     std::uint64_t maxsize;
     std::uint64_t count;
@@ -136,29 +153,45 @@ struct QueueCore::Impl {
         h.count = items;
     }
 
-    // Sleeps on word until woken or the deadline, with the mutex released meanwhile.
-    bool sleep_on(std::atomic<std::uint32_t>& word, std::uint32_t& waiting,
-                  const Deadline& deadline) {
-        const std::uint32_t seen = word.load();
-        ++waiting;
+    // Sleeps until woken or the deadline, with the mutex released meanwhile.
+    bool sleep_on(Sleepers& sleepers, const Deadline& deadline) {
+        const std::uint32_t seen = sleepers.word.load();
+        ++sleepers.waiting;
         unlock();
         bool woken = true;
         try {
-            woken = futex_wait(word, seen, deadline);
+            woken = futex_wait(sleepers.word, seen, deadline);
         } catch (...) {
             lock();
-            --waiting;
+            settle(sleepers, seen);
             throw;
         }
         lock();
-        --waiting;
+        settle(sleepers, seen);
         return woken;
     }
 
-    static void wake(std::atomic<std::uint32_t>& word, std::uint32_t waiting, int count) {
-        if (waiting == 0) return;
-        word.fetch_add(1);
-        futex_wake(word, count);
+    // A sleeper back under the lock: no longer waiting, and, if a bump reached it, one wake-up
+    // fewer on its way (it may have been another sleeper's; then that one's acknowledgement
+    // finds woken already 0, which only risks a needless wake-up later).
+    static void settle(Sleepers& sleepers, std::uint32_t seen) {
+        --sleepers.waiting;
+        if (sleepers.word.load() != seen && sleepers.woken > 0) --sleepers.woken;
+    }
+
+    static void wake_one(Sleepers& sleepers) {
+        if (sleepers.waiting <= sleepers.woken) return;
+        ++sleepers.woken;
+        sleepers.word.fetch_add(1);
+        futex_wake(sleepers.word, 1);
+    }
+
+    // Leaves `woken` alone: every sleeper it wakes acknowledges a bump, which keeps the
+    // invariant above.
+    static void wake_all(Sleepers& sleepers) {
+        if (sleepers.waiting == 0) return;
+        sleepers.word.fetch_add(1);
+        futex_wake(sleepers.word);
     }
 };
 
@@ -230,7 +263,7 @@ bool QueueCore::put(std::span<const std::byte> item, Timeout timeout) {
     while (true) {
         if (h.closed != 0) throw StateError("mproc: put() on a closed queue");
         if (h.maxsize == 0 || h.count < h.maxsize) break;
-        if (!impl.sleep_on(h.space_freed, h.putters_waiting, deadline) && deadline.passed() &&
+        if (!impl.sleep_on(h.putters, deadline) && deadline.passed() &&
             h.count >= h.maxsize) {
             return false;
         }
@@ -245,7 +278,7 @@ bool QueueCore::put(std::span<const std::byte> item, Timeout timeout) {
     h.used += need;
     h.count += 1;
     h.unfinished += 1;
-    Impl::wake(h.item_added, h.getters_waiting, 1);
+    Impl::wake_one(h.getters);
     return true;
 }
 
@@ -256,7 +289,7 @@ bool QueueCore::get(Timeout timeout, std::vector<std::byte>& out) {
     QueueHeader& h = impl.header();
     while (h.count == 0) {
         if (h.closed != 0) throw StateError("mproc: get() on a queue that is closed and empty");
-        if (!impl.sleep_on(h.item_added, h.getters_waiting, deadline) && deadline.passed() &&
+        if (!impl.sleep_on(h.getters, deadline) && deadline.passed() &&
             h.count == 0) {
             return false;
         }
@@ -270,7 +303,7 @@ bool QueueCore::get(Timeout timeout, std::vector<std::byte>& out) {
     h.used -= sizeof size + size;
     h.count -= 1;
     if (h.count == 0) h.head = 0;  // keeps the next items from wrapping needlessly
-    Impl::wake(h.space_freed, h.putters_waiting, 1);
+    Impl::wake_one(h.putters);
     return true;
 }
 
@@ -287,8 +320,8 @@ void QueueCore::close() {
     QueueLock lock(*impl_);
     QueueHeader& h = impl_->header();
     h.closed = 1;
-    Impl::wake(h.item_added, h.getters_waiting, INT32_MAX);
-    Impl::wake(h.space_freed, h.putters_waiting, INT32_MAX);
+    Impl::wake_all(h.getters);
+    Impl::wake_all(h.putters);
 }
 
 bool QueueCore::closed() const {
@@ -302,7 +335,7 @@ void QueueCore::task_done() {
     if (h.unfinished == 0) {
         throw StateError("mproc: task_done() called more times than items were put");
     }
-    if (--h.unfinished == 0) Impl::wake(h.tasks_done, h.joiners_waiting, INT32_MAX);
+    if (--h.unfinished == 0) Impl::wake_all(h.joiners);
 }
 
 bool QueueCore::join(Timeout timeout) {
@@ -310,7 +343,7 @@ bool QueueCore::join(Timeout timeout) {
     QueueLock lock(*impl_);
     QueueHeader& h = impl_->header();
     while (h.unfinished != 0) {
-        if (!impl_->sleep_on(h.tasks_done, h.joiners_waiting, deadline) && deadline.passed() &&
+        if (!impl_->sleep_on(h.joiners, deadline) && deadline.passed() &&
             h.unfinished != 0) {
             return false;
         }
