@@ -28,16 +28,20 @@ using ItemSize = std::uint64_t;
 // the queue's mutex.
 //
 // A waker wakes one sleeper only while more sleepers are registered than wake-ups are on their
-// way (waiting > woken), so the puts that follow a wake-up, made while the woken getter has not
-// yet taken the lock, skip the futex_wake that would find nobody asleep. No wake-up is lost,
-// even when a sleeper dies anywhere: with D the registered sleepers that died, and R the live
-// ones that a bump of the word has reached since they registered (woken, or bound to find the
-// word changed) and that have not yet relocked, woken <= D + R holds: a wake-up adds one to
-// woken and either moves a sleeper from the kernel into R or, when none sleeps there, finds
-// waiting > woken with every live registered sleeper already in R; a sleeper that relocks
-// having seen the word change takes one from each; dying moves a sleeper into D, where it
-// stays, still counted in waiting. So waiting - woken is at least the number of live sleepers
-// asleep in the kernel, and while there is one, a put wakes one.
+// way (waiting > woken). The puts that follow a wake-up, made before the woken getter has taken
+// the lock again, so skip a futex_wake that would find nobody asleep.
+//
+// Why no wake-up is lost, whoever dies wherever. Call D the registered sleepers that died, and R
+// the live ones that a bump of the word has reached since they registered and that have not yet
+// relocked (woken, or bound to find the word changed when they call futex_wait). Then
+// woken <= |D| + |R| always:
+// - a wake-up adds one to woken, and either moves a sleeper from the kernel into R, or, finding
+//   none asleep there, follows waiting > woken with every live registered sleeper in R;
+// - a sleeper that relocks having seen the word change leaves R and takes one from woken;
+// - a sleeper that dies moves into D for good, still counted in waiting.
+// As waiting counts those asleep in the kernel plus R plus D, waiting - woken is at least the
+// number asleep in the kernel: while one is, the next put wakes one. A process that dies holding
+// the mutex may leave woken too high; repair() sets it to 0, which the invariant always allows.
 struct Sleepers {
     std::atomic<std::uint32_t> word;  // the futex; each wake-up bumps it
     std::uint32_t waiting;            // registered sleepers, dead ones included
@@ -136,7 +140,8 @@ struct QueueCore::Impl {
     }
 
     // After a holder died: count the whole items between head and head + used, which is what
-    // `count` should say.
+    // `count` should say. The holder may also have died between counting a wake-up as sent and
+    // sending it, so every sleeper is woken and none counted as on its way.
     void repair() {
         QueueHeader& h = header();
         follow_growth();
@@ -151,6 +156,10 @@ struct QueueCore::Impl {
         }
         h.used = offset;
         h.count = items;
+        for (Sleepers* sleepers : {&h.getters, &h.putters, &h.joiners}) {
+            sleepers->woken = 0;
+            wake_all(*sleepers);
+        }
     }
 
     // Sleeps until woken or the deadline, with the mutex released meanwhile.
@@ -263,8 +272,7 @@ bool QueueCore::put(std::span<const std::byte> item, Timeout timeout) {
     while (true) {
         if (h.closed != 0) throw StateError("mproc: put() on a closed queue");
         if (h.maxsize == 0 || h.count < h.maxsize) break;
-        if (!impl.sleep_on(h.putters, deadline) && deadline.passed() &&
-            h.count >= h.maxsize) {
+        if (!impl.sleep_on(h.putters, deadline) && deadline.passed() && h.count >= h.maxsize) {
             return false;
         }
         impl.follow_growth();
@@ -289,8 +297,7 @@ bool QueueCore::get(Timeout timeout, std::vector<std::byte>& out) {
     QueueHeader& h = impl.header();
     while (h.count == 0) {
         if (h.closed != 0) throw StateError("mproc: get() on a queue that is closed and empty");
-        if (!impl.sleep_on(h.getters, deadline) && deadline.passed() &&
-            h.count == 0) {
+        if (!impl.sleep_on(h.getters, deadline) && deadline.passed() && h.count == 0) {
             return false;
         }
         impl.follow_growth();
@@ -343,8 +350,7 @@ bool QueueCore::join(Timeout timeout) {
     QueueLock lock(*impl_);
     QueueHeader& h = impl_->header();
     while (h.unfinished != 0) {
-        if (!impl_->sleep_on(h.joiners, deadline) && deadline.passed() &&
-            h.unfinished != 0) {
+        if (!impl_->sleep_on(h.joiners, deadline) && deadline.passed() && h.unfinished != 0) {
             return false;
         }
     }
