@@ -39,9 +39,10 @@ using ItemSize = std::uint64_t;
 //   none asleep there, follows waiting > woken with every live registered sleeper in R;
 // - a sleeper that relocks having seen the word change leaves R and takes one from woken;
 // - a sleeper that dies moves into D for good, still counted in waiting.
-// As waiting counts those asleep in the kernel plus R plus D, waiting - woken is at least the
-// number asleep in the kernel: while one is, the next put wakes one. A process that dies holding
-// the mutex may leave woken too high; repair() sets it to 0, which the invariant always allows.
+// As waiting is at least the number asleep in the kernel plus |R| plus |D|, waiting - woken is
+// at least the number asleep in the kernel: while one is, the next put wakes one. A process that
+// dies holding the mutex may leave woken too high; repair() sets it to 0, which the invariant
+// always allows.
 struct Sleepers {
     std::atomic<std::uint32_t> word;  // the futex; each wake-up bumps it
     std::uint32_t waiting;            // registered sleepers, dead ones included
