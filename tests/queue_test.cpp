@@ -217,6 +217,114 @@ TEST(Queue, AGetterThatDiesWhileWaitingLeavesTheQueueToTheOthers) {
     EXPECT_EQ(queue.get(5s), 5);
 }
 
+// Forwards items from one queue to another until it takes a negative one.
+void forward(Queue<int> from, Queue<int> to) {
+    for (int item = from.get(); item >= 0; item = from.get()) to.put(item);
+}
+
+TEST(Queue, PutsInQuickSuccessionWakeEveryGetterAsleep) {
+    Queue<int> work;
+    Queue<int> results;
+    constexpr int getters = 3;
+    std::vector<Process> processes;
+    for (int g = 0; g < getters; ++g) processes.emplace_back(forward, work, results);
+    for (auto& process : processes) process.start();
+    for (int round = 0; round < 20; ++round) {
+        std::this_thread::sleep_for(20ms);  // the getters are asleep again, most rounds
+        for (int g = 0; g < getters; ++g) work.put(round * getters + g);
+        int sum = 0;
+        for (int g = 0; g < getters; ++g) sum += results.get(30s);
+        ASSERT_EQ(sum, 3 * round * getters + 3);
+    }
+    for (int g = 0; g < getters; ++g) work.put(-1);
+    for (auto& process : processes) ASSERT_TRUE(process.join(30s));
+}
+
+TEST(Queue, GettersKilledAsleepOrJustWokenKeepNoOtherGetterAsleep) {
+    Queue<int> work;
+    Queue<int> results;
+    Process survivor(forward, work, results);
+    survivor.start();
+    for (int attempt = 0; attempt < 4; ++attempt) {
+        std::vector<Process> doomed;
+        for (int d = 0; d < 2; ++d) doomed.emplace_back(forward, work, Queue<int>());
+        for (auto& process : doomed) process.start();
+        std::this_thread::sleep_for(std::chrono::milliseconds(20 + 10 * attempt));
+        // Some of these wake a doomed getter, which may die before it takes the lock again.
+        for (int i = 0; i < 3; ++i) work.put(i);
+        for (auto& process : doomed) process.kill();
+        for (auto& process : doomed) ASSERT_TRUE(process.join(30s));
+        // The survivor sleeps beside the dead, and each item still reaches it (after whichever
+        // of the first three it took).
+        for (int i = 0; i < 3; ++i) {
+            std::this_thread::sleep_for(10ms);
+            work.put(100 + i);
+            int item = results.get(30s);
+            while (item < 100) item = results.get(30s);
+            EXPECT_EQ(item, 100 + i);
+        }
+    }
+    work.put(-1);
+    ASSERT_TRUE(survivor.join(30s));
+}
+
+TEST(Queue, AGetterKeepsBeingWokenAfterAPutterIsKilledInTheMiddleOfPuts) {
+    Queue<std::vector<char>> work;
+    Queue<int> sizes;
+    Process getter([work, sizes]() mutable {
+        for (auto item = work.get(); !item.empty(); item = work.get()) {
+            sizes.put(static_cast<int>(item.size()));
+        }
+    });
+    getter.start();
+    for (int attempt = 0; attempt < 4; ++attempt) {
+        Process producer([work]() mutable {
+            for (;;) work.put(block_of(1u << 20, 'p'));
+        });
+        producer.start();
+        std::this_thread::sleep_for(std::chrono::milliseconds(10 + 10 * attempt));
+        producer.kill();
+        ASSERT_TRUE(producer.join(30s));
+        for (int i = 0; i < 3; ++i) {
+            std::this_thread::sleep_for(10ms);
+            work.put(block_of(10, 'z'));
+            int size = sizes.get(30s);
+            while (size != 10) size = sizes.get(30s);
+        }
+    }
+    work.put({});
+    ASSERT_TRUE(getter.join(30s));
+}
+
+TEST(Queue, ProcessesTakingTurnsThroughTwoQueuesMissNoWakeUp) {
+    Queue<int> there;
+    Queue<int> back;
+    Process echo(forward, there, back);
+    echo.start();
+    for (int i = 0; i < 2000; ++i) {
+        there.put(i);
+        ASSERT_EQ(back.get(30s), i);
+    }
+    there.put(-1);
+    ASSERT_TRUE(echo.join(30s));
+}
+
+TEST(Queue, EveryPutterHeldByAFullQueueGetsItsTurn) {
+    Queue<int> queue(1);
+    queue.put(0);
+    constexpr int putters = 3;
+    std::vector<Process> processes;
+    for (int p = 1; p <= putters; ++p) {
+        processes.emplace_back([queue, p]() mutable { queue.put(p); });
+    }
+    for (auto& process : processes) process.start();
+    std::this_thread::sleep_for(50ms);  // the putters are asleep, most runs
+    int sum = 0;
+    for (int i = 0; i <= putters; ++i) sum += queue.get(30s);
+    EXPECT_EQ(sum, 6);
+    for (auto& process : processes) ASSERT_TRUE(process.join(30s));
+}
+
 TEST(Queue, ABoundedQueueHoldsAPutterUntilThereIsRoom) {
     Queue<int> queue(1);
     Process producer([queue]() mutable {

@@ -24,18 +24,40 @@ constexpr std::uint64_t header_magic = 0x6d70726f63517565;  // "mprocQue"
 constexpr std::size_t initial_ring_bytes = 64 * 1024;
 using ItemSize = std::uint64_t;
 
+// The processes that sleep on one futex word, and the wake-ups sent to them. Changed only under
+// the queue's mutex.
+//
+// A waker wakes one sleeper only while more sleepers are registered than wake-ups are on their
+// way (waiting > woken). The puts that follow a wake-up, made before the woken getter has taken
+// the lock again, so skip a futex_wake that would find nobody asleep.
+//
+// Why no wake-up is lost, whoever dies wherever. Call D the registered sleepers that died, and R
+// the live ones that a bump of the word has reached since they registered and that have not yet
+// relocked (woken, or bound to find the word changed when they call futex_wait). Then
+// woken <= |D| + |R| always:
+// - a wake-up adds one to woken, and either moves a sleeper from the kernel into R, or, finding
+//   none asleep there, follows waiting > woken with every live registered sleeper in R;
+// - a sleeper that relocks having seen the word change leaves R and takes one from woken;
+// - a sleeper that dies moves into D for good, still counted in waiting.
+// As waiting is at least the number asleep in the kernel plus |R| plus |D|, waiting - woken is
+// at least the number asleep in the kernel: while one is, the next put wakes one. A process that
+// dies holding the mutex may leave woken too high; repair() sets it to 0, which the invariant
+// always allows.
+struct Sleepers {
+    std::atomic<std::uint32_t> word;  // the futex; each wake-up bumps it
+    std::uint32_t waiting;            // registered sleepers, dead ones included
+    std::uint32_t woken;              // wake-ups not yet acknowledged by a sleeper
+};
+
 // Lives at the start of the header region. Every field but the futex words changes only under
 // the mutex; a put or get changes `used` and `count` last, so a process that dies in the middle
 // of one leaves the queue as it was before it, and repair() mends the one gap between them.
 struct QueueHeader {
     std::uint64_t magic;
     pthread_mutex_t mutex;
-    std::atomic<std::uint32_t> item_added;   // futex: getters sleep on it
-    std::atomic<std::uint32_t> space_freed;  // futex: putters of a full queue sleep on it
-    std::atomic<std::uint32_t> tasks_done;   // futex: JoinableQueue::join sleeps on it
-    std::uint32_t getters_waiting;           // hints, to skip wake-ups nobody waits for;
-    std::uint32_t putters_waiting;           // a waiter that died leaves one too many,
-    std::uint32_t joiners_waiting;           // which costs a needless wake-up, nothing more
+    Sleepers getters;  // wait for an item
+    Sleepers putters;  // wait for room in a full queue
+    Sleepers joiners;  // JoinableQueue::join waits for the last task_done
     std::uint32_t closed;
     std::uint64_t maxsize;
     std::uint64_t count;
@@ -119,7 +141,8 @@ struct QueueCore::Impl {
     }
 
     // After a holder died: count the whole items between head and head + used, which is what
-    // `count` should say.
+    // `count` should say. The holder may also have died between counting a wake-up as sent and
+    // sending it, so every sleeper is woken and none counted as on its way.
     void repair() {
         QueueHeader& h = header();
         follow_growth();
@@ -134,31 +157,51 @@ struct QueueCore::Impl {
         }
         h.used = offset;
         h.count = items;
+        for (Sleepers* sleepers : {&h.getters, &h.putters, &h.joiners}) {
+            sleepers->woken = 0;
+            wake_all(*sleepers);
+        }
     }
 
-    // Sleeps on word until woken or the deadline, with the mutex released meanwhile.
-    bool sleep_on(std::atomic<std::uint32_t>& word, std::uint32_t& waiting,
-                  const Deadline& deadline) {
-        const std::uint32_t seen = word.load();
-        ++waiting;
+    // Sleeps until woken or the deadline, with the mutex released meanwhile.
+    bool sleep_on(Sleepers& sleepers, const Deadline& deadline) {
+        const std::uint32_t seen = sleepers.word.load();
+        ++sleepers.waiting;
         unlock();
         bool woken = true;
         try {
-            woken = futex_wait(word, seen, deadline);
+            woken = futex_wait(sleepers.word, seen, deadline);
         } catch (...) {
             lock();
-            --waiting;
+            settle(sleepers, seen);
             throw;
         }
         lock();
-        --waiting;
+        settle(sleepers, seen);
         return woken;
     }
 
-    static void wake(std::atomic<std::uint32_t>& word, std::uint32_t waiting, int count) {
-        if (waiting == 0) return;
-        word.fetch_add(1);
-        futex_wake(word, count);
+    // A sleeper back under the lock: no longer waiting, and, if a bump reached it, one wake-up
+    // fewer on its way (it may have been another sleeper's; then that one's acknowledgement
+    // finds woken already 0, which only risks a needless wake-up later).
+    static void settle(Sleepers& sleepers, std::uint32_t seen) {
+        --sleepers.waiting;
+        if (sleepers.word.load() != seen && sleepers.woken > 0) --sleepers.woken;
+    }
+
+    static void wake_one(Sleepers& sleepers) {
+        if (sleepers.waiting <= sleepers.woken) return;
+        ++sleepers.woken;
+        sleepers.word.fetch_add(1);
+        futex_wake(sleepers.word, 1);
+    }
+
+    // Leaves `woken` alone: every sleeper it wakes acknowledges a bump, which keeps the
+    // invariant above.
+    static void wake_all(Sleepers& sleepers) {
+        if (sleepers.waiting == 0) return;
+        sleepers.word.fetch_add(1);
+        futex_wake(sleepers.word);
     }
 };
 
@@ -230,8 +273,7 @@ bool QueueCore::put(std::span<const std::byte> item, Timeout timeout) {
     while (true) {
         if (h.closed != 0) throw StateError("mproc: put() on a closed queue");
         if (h.maxsize == 0 || h.count < h.maxsize) break;
-        if (!impl.sleep_on(h.space_freed, h.putters_waiting, deadline) && deadline.passed() &&
-            h.count >= h.maxsize) {
+        if (!impl.sleep_on(h.putters, deadline) && deadline.passed() && h.count >= h.maxsize) {
             return false;
         }
         impl.follow_growth();
@@ -245,7 +287,7 @@ bool QueueCore::put(std::span<const std::byte> item, Timeout timeout) {
     h.used += need;
     h.count += 1;
     h.unfinished += 1;
-    Impl::wake(h.item_added, h.getters_waiting, 1);
+    Impl::wake_one(h.getters);
     return true;
 }
 
@@ -256,8 +298,7 @@ bool QueueCore::get(Timeout timeout, std::vector<std::byte>& out) {
     QueueHeader& h = impl.header();
     while (h.count == 0) {
         if (h.closed != 0) throw StateError("mproc: get() on a queue that is closed and empty");
-        if (!impl.sleep_on(h.item_added, h.getters_waiting, deadline) && deadline.passed() &&
-            h.count == 0) {
+        if (!impl.sleep_on(h.getters, deadline) && deadline.passed() && h.count == 0) {
             return false;
         }
         impl.follow_growth();
@@ -270,7 +311,7 @@ bool QueueCore::get(Timeout timeout, std::vector<std::byte>& out) {
     h.used -= sizeof size + size;
     h.count -= 1;
     if (h.count == 0) h.head = 0;  // keeps the next items from wrapping needlessly
-    Impl::wake(h.space_freed, h.putters_waiting, 1);
+    Impl::wake_one(h.putters);
     return true;
 }
 
@@ -287,8 +328,8 @@ void QueueCore::close() {
     QueueLock lock(*impl_);
     QueueHeader& h = impl_->header();
     h.closed = 1;
-    Impl::wake(h.item_added, h.getters_waiting, INT32_MAX);
-    Impl::wake(h.space_freed, h.putters_waiting, INT32_MAX);
+    Impl::wake_all(h.getters);
+    Impl::wake_all(h.putters);
 }
 
 bool QueueCore::closed() const {
@@ -302,7 +343,7 @@ void QueueCore::task_done() {
     if (h.unfinished == 0) {
         throw StateError("mproc: task_done() called more times than items were put");
     }
-    if (--h.unfinished == 0) Impl::wake(h.tasks_done, h.joiners_waiting, INT32_MAX);
+    if (--h.unfinished == 0) Impl::wake_all(h.joiners);
 }
 
 bool QueueCore::join(Timeout timeout) {
@@ -310,8 +351,7 @@ bool QueueCore::join(Timeout timeout) {
     QueueLock lock(*impl_);
     QueueHeader& h = impl_->header();
     while (h.unfinished != 0) {
-        if (!impl_->sleep_on(h.tasks_done, h.joiners_waiting, deadline) && deadline.passed() &&
-            h.unfinished != 0) {
+        if (!impl_->sleep_on(h.joiners, deadline) && deadline.passed() && h.unfinished != 0) {
             return false;
         }
     }
