@@ -16,8 +16,7 @@ Chunk slice(const Chunk& chunk, std::uint32_t begin, std::uint32_t end) {
         const auto payload = chunk.frame->payload();
         const std::size_t record = payload.size() / header.item_count;
         FrameWriter writer(FrameKind::task_block, 0, header.entry, header.function);
-        writer.buffer().insert(writer.buffer().end(), payload.begin() + begin * record,
-                               payload.begin() + end * record);
+        writer.buffer().append(payload.data() + begin * record, (end - begin) * record);
         part.frame =
             std::make_shared<Frame>(finish_block(writer, FrameKind::task_block, end - begin));
         return part;
