@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -285,6 +286,33 @@ TEST_P(PoolTest, MapThrowsTheErrorOfTheFirstFailingTask) {
     mproc::Pool pool(options(2));
     EXPECT_THROW(pool.map(parse_or_throw, std::vector<int>{0, 1, 2, 3}), mproc::RemoteError);
     EXPECT_EQ(pool.map(square, std::vector<int>{3}), (std::vector<int>{9}));  // and goes on
+}
+
+// CPU time this process has used, all its threads together.
+std::chrono::microseconds cpu_time_used() {
+    rusage usage{};
+    ::getrusage(RUSAGE_SELF, &usage);
+    const auto total = [](const timeval& t) {
+        return std::chrono::seconds(t.tv_sec) + std::chrono::microseconds(t.tv_usec);
+    };
+    return total(usage.ru_utime) + total(usage.ru_stime);
+}
+
+TEST_P(PoolTest, WaitsForTheReportOfAWorkersDeathAsleep) {
+    mproc::Pool pool(options(1));
+    const pid_t worker = pool.apply(worker_pid, 0);
+    const std::vector<pid_t> children = mproc::testing::child_pids();
+    ASSERT_EQ(children.size(), 1u) << "the pool's launcher";
+    // The worker's end of its socket closes at once; the launcher, stopped, cannot report the
+    // death yet. Until it does, the pool has nothing to do and must not spin on the socket.
+    ASSERT_EQ(::kill(children.front(), SIGSTOP), 0);
+    ASSERT_EQ(::kill(worker, SIGKILL), 0);
+    const auto before = cpu_time_used();
+    std::this_thread::sleep_for(400ms);
+    const auto used = cpu_time_used() - before;
+    ASSERT_EQ(::kill(children.front(), SIGCONT), 0);
+    EXPECT_LT(used, 200ms) << "the pool's collector kept the CPU busy while it waited";
+    EXPECT_NE(pool.apply(worker_pid, 0), worker);  // a replacement serves on
 }
 
 TEST_P(PoolTest, KilledWorkerFailsItsTaskOnly) {

@@ -27,9 +27,6 @@ namespace {
 constexpr std::uint64_t dict_magic = 0x6d70726f63446963;  // "mprocDic"
 constexpr std::uint64_t min_capacity = 8;
 constexpr std::uint64_t min_heap_bytes = 4096;
-// Tries at the lock before sleeping on it: a holder keeps it for well under a microsecond, so
-// waiting a little in user space saves the two system calls of a sleep and a wake-up.
-constexpr int lock_spins = 200;
 
 // Index slot values; entry i is i + first_entry.
 constexpr std::uint32_t empty_slot = 0;
@@ -252,11 +249,7 @@ struct SharedDict::Impl {
     // ----------------------------------------------------------------------- the lock
 
     void lock() {
-        LockOutcome outcome = LockOutcome::timed_out;
-        for (int i = 0; i < lock_spins && outcome == LockOutcome::timed_out; ++i) {
-            outcome = try_lock_robust(header->mutex);
-        }
-        if (outcome == LockOutcome::timed_out) outcome = lock_robust(header->mutex);
+        const LockOutcome outcome = lock_robust(header->mutex);
         try {
             if (outcome == LockOutcome::acquired_from_dead_owner) header->needs_repair = 1;
             if (header->needs_repair != 0) {

@@ -22,6 +22,15 @@ void init_robust_mutex(pthread_mutex_t& mutex, bool recursive) {
 
 namespace {
 
+// A few microseconds of trying, at most.
+constexpr int spin_tries = 200;
+
+void pause_briefly() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
 LockOutcome settle(pthread_mutex_t& mutex, int result, const char* what) {
     switch (result) {
         case 0:
@@ -42,6 +51,15 @@ LockOutcome settle(pthread_mutex_t& mutex, int result, const char* what) {
 }  // namespace
 
 LockOutcome lock_robust(pthread_mutex_t& mutex, const Deadline& deadline) {
+    // glibc's robust mutexes do not spin: a thread that finds one held sleeps in the kernel at
+    // once, and its holder's unlock then wakes it, two system calls (and a wake-up sent to
+    // another vCPU) for a wait that is usually shorter than either: mproc's queues and dicts
+    // hold their locks for well under a microsecond. So try for a little while first.
+    for (int tries = 0; tries < spin_tries; ++tries) {
+        const LockOutcome outcome = try_lock_robust(mutex);
+        if (outcome != LockOutcome::timed_out) return outcome;
+        pause_briefly();
+    }
     auto left = deadline.remaining();
     if (!left) return settle(mutex, pthread_mutex_lock(&mutex), "pthread_mutex_lock");
     timespec until{};

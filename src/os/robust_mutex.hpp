@@ -18,8 +18,9 @@ enum class LockOutcome {
 
 // Initialises a mutex in shared memory; run once, by the process that creates the object.
 void init_robust_mutex(pthread_mutex_t& mutex, bool recursive = false);
-// Locks, waiting at most until the deadline. A mutex whose holder died is made consistent and
-// handed over. Throws mproc::Error on errors other than these (EDEADLK: already held).
+// Locks, waiting at most until the deadline (after a few microseconds of trying, whatever the
+// deadline, before it sleeps). A mutex whose holder died is made consistent and handed over. Throws
+// mproc::Error on errors other than these (EDEADLK: already held).
 LockOutcome lock_robust(pthread_mutex_t& mutex, const Deadline& deadline = Deadline::never());
 LockOutcome try_lock_robust(pthread_mutex_t& mutex);
 void unlock_robust(pthread_mutex_t& mutex) noexcept;

@@ -81,6 +81,11 @@ struct Worker {
     std::chrono::steady_clock::time_point busy_since;  // its last results, or its first chunk
     bool quick_tasks = false;                          // by its pace; unknown at first
     bool stopping = false;  // told to stop: retired, or the pool is ending
+    // Its end of the link has closed (it exited or is dying). Nothing more can come, so it
+    // leaves the poll set, where it would be ready at once, for ever, until the launcher
+    // reports its exit; a collector that polled it would spin and keep the launcher (and the
+    // exiting worker) from the CPU that report needs.
+    bool link_closed = false;
     bool killed_for_timeout = false;
 };
 
@@ -300,7 +305,10 @@ void PoolCore::Impl::dispatch() {
     for (std::size_t round = 1; round <= depth && !pending.empty(); ++round) {
         for (auto& worker : workers) {
             if (pending.empty() || (round > 1 && pending.size() <= starting)) break;
-            if (!worker || worker->stopping || worker->in_flight.size() >= round) continue;
+            if (!worker || worker->stopping || worker->link_closed ||
+                worker->in_flight.size() >= round) {
+                continue;
+            }
             if (round > worker->depth) continue;
             const bool slow = worker->depth == chunks_in_flight;
             if (round > 1 && slow && pending.size() <= starting + live) continue;
@@ -355,7 +363,7 @@ void PoolCore::Impl::poll_once(int timeout_ms) {
     fds.assign({{wake.get(), POLLIN, 0}, {launcher->poll_fd(), POLLIN, 0}});
     slots.clear();
     for (auto& worker : workers) {
-        if (!worker) continue;
+        if (!worker || worker->link_closed) continue;
         const short events = POLLIN | (worker->link->has_unsent() ? POLLOUT : 0);
         fds.push_back({worker->link->poll_fd(), events, 0});
         slots.push_back(worker->slot);
@@ -378,7 +386,7 @@ void PoolCore::Impl::poll_once(int timeout_ms) {
 void PoolCore::Impl::read_results(Worker& worker) {
     std::vector<Frame> frames;
     try {
-        worker.link->receive_ready(frames);
+        if (!worker.link->receive_ready(frames)) worker.link_closed = true;
     } catch (const SerializationError&) {
         // The worker sent bytes that are not frames: it cannot be trusted with more work. Its
         // death, reported by the launcher, hands its chunks on.

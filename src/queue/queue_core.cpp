@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <cstring>
 #include <string>
 
@@ -53,19 +54,24 @@ struct Sleepers {
 // the mutex; a put or get changes `used` and `count` last, so a process that dies in the middle
 // of one leaves the queue as it was before it, and repair() mends the one gap between them.
 struct QueueHeader {
-    std::uint64_t magic;
+    // What every put and get writes shares one cache line with the mutex, so that an item's
+    // passage from a producer on one CPU to a consumer on another moves one line of the header
+    // back and forth, not two.
     pthread_mutex_t mutex;
+    std::uint64_t count;
+    std::uint64_t head;  // ring offset of the oldest item
+    std::uint64_t used;  // bytes of items in the ring
+    // Read by every put and get, written seldom: these lines stay in both CPUs' caches.
+    std::uint64_t magic;
     Sleepers getters;  // wait for an item
     Sleepers putters;  // wait for room in a full queue
     Sleepers joiners;  // JoinableQueue::join waits for the last task_done
     std::uint32_t closed;
     std::uint64_t maxsize;
-    std::uint64_t count;
-    std::uint64_t head;      // ring offset of the oldest item
-    std::uint64_t used;      // bytes of items in the ring
     std::uint64_t capacity;  // bytes in the ring
     std::uint64_t unfinished;
 };
+static_assert(offsetof(QueueHeader, magic) == 64, "the hot fields fill the mutex's cache line");
 
 std::size_t round_to_pages(std::size_t bytes) {
     const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
