@@ -6,6 +6,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <optional>
 #include <type_traits>
 
@@ -45,11 +46,14 @@ class ResultState {
 
     void wait() {
         // A quick task's result often comes within microseconds: watching for it a little
-        // first spares the waiter a sleep and the collector a wake-up.
+        // first spares the waiter a sleep and the collector a wake-up. The watcher yields as it
+        // watches, since the collector thread that brings the result may be waiting for this
+        // very CPU.
         constexpr auto spin_for = std::chrono::microseconds(30);
         const auto until = std::chrono::steady_clock::now() + spin_for;
-        for (int i = 1; !settled_.load(std::memory_order_acquire); ++i) {
-            if (i % 64 == 0 && std::chrono::steady_clock::now() > until) break;
+        while (!settled_.load(std::memory_order_acquire) &&
+               std::chrono::steady_clock::now() < until) {
+            std::this_thread::yield();
         }
         std::unique_lock lock(mutex_);
         ready_cv_.wait(lock, [&] { return ready_; });
