@@ -71,15 +71,7 @@ std::size_t frame_mappings() {
     return count;
 }
 
-class LargeFrameTest : public testing::TestWithParam<mproc::StartMethod> {
-  protected:
-    mproc::PoolOptions options(std::size_t processes) const {
-        mproc::PoolOptions base;
-        base.processes = processes;
-        base.start_method = GetParam();
-        return base;
-    }
-};
+class LargeFrameTest : public mproc::testing::StartMethodTest {};
 
 INSTANTIATE_TEST_SUITE_P(StartMethods, LargeFrameTest,
                          testing::Values(mproc::StartMethod::fork, mproc::StartMethod::spawn,

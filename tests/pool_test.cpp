@@ -125,14 +125,7 @@ mproc::SharedArray<int> make_filled(int size, int value) {
 }
 
 // Every behaviour below holds under each start method.
-class PoolTest : public testing::TestWithParam<mproc::StartMethod> {
-  protected:
-    mproc::PoolOptions options(std::size_t processes, mproc::PoolOptions base = {}) const {
-        base.processes = processes;
-        base.start_method = GetParam();
-        return base;
-    }
-};
+class PoolTest : public mproc::testing::StartMethodTest {};
 
 INSTANTIATE_TEST_SUITE_P(StartMethods, PoolTest,
                          testing::Values(mproc::StartMethod::fork, mproc::StartMethod::spawn,

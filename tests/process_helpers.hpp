@@ -1,7 +1,7 @@
 #pragma once
 
 // What the tests look at to prove that nothing is left behind: open descriptors and child
-// processes of the test program.
+// processes of the test program; and the fixture of tests run under each start method.
 
 #include <dirent.h>
 #include <unistd.h>
@@ -12,6 +12,9 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
+#include "mproc/pool.hpp"
 #include "mproc/start_method.hpp"
 
 namespace mproc::testing {
@@ -60,6 +63,17 @@ struct StartMethodName {
                 return "forkserver";
         }
         return "unknown";
+    }
+};
+
+// A test run once under each start method (INSTANTIATE_TEST_SUITE_P with StartMethodName),
+// whose pools are made with options(): the processes asked for, under the test's start method.
+class StartMethodTest : public ::testing::TestWithParam<StartMethod> {
+  protected:
+    mproc::PoolOptions options(std::size_t processes, mproc::PoolOptions base = {}) const {
+        base.processes = processes;
+        base.start_method = GetParam();
+        return base;
     }
 };
 
