@@ -33,16 +33,18 @@ namespace mproc::detail {
 
 namespace {
 
-// Chunks in flight per worker: one running and one waiting, so that a worker never waits for
-// the pool between chunks.
+// Chunks in flight per worker, at first and for chunks of middling length: one running and
+// one waiting, so that a worker never waits for the pool between chunks.
 constexpr std::size_t chunks_in_flight = 2;
 // A worker that finishes its chunks faster than this gets up to max_chunks_in_flight: then a
 // chunk costs less than the pool's round trip to send the next, and only a deeper pipeline
-// keeps the worker busy and lets each system call carry many frames. Slower chunks stay at
-// chunks_in_flight, so that long tasks are not committed to a worker before it is known which
-// worker is free first.
+// keeps the worker busy and lets each system call carry many frames.
 constexpr std::chrono::microseconds fast_chunk{100};
 constexpr std::size_t max_chunks_in_flight = 64;
+// A worker whose chunks take longer than this has one at a time: the pool's round trip to send
+// the next (tens of microseconds) is then under 1 % of a chunk, and no chunk is committed to a
+// worker while another may be free first, so that uneven long tasks spread as on a thread pool.
+constexpr std::chrono::milliseconds slow_chunk{10};
 // A worker whose tasks take less than this each runs quick calls: a batch of apply_async calls
 // may go to it in one piece (see cut_batch). Generous, since one late wake-up of a worker on a
 // busy machine must not make it look slow.
@@ -310,7 +312,7 @@ void PoolCore::Impl::dispatch() {
                 continue;
             }
             if (round > worker->depth) continue;
-            const bool slow = worker->depth == chunks_in_flight;
+            const bool slow = worker->depth <= chunks_in_flight;
             if (round > 1 && slow && pending.size() <= starting + live) continue;
             if (maxtasksperchild != 0 && worker->tasks_given >= maxtasksperchild) continue;
             if (pending.front().batch && pending.front().tasks() > 1) cut_batch();
@@ -402,7 +404,8 @@ void PoolCore::Impl::pace(Worker& worker, std::size_t chunks_done) {
     // this is its time per chunk, queueing in the transport included.
     const auto now = std::chrono::steady_clock::now();
     const bool fast = now - worker.busy_since < fast_chunk * chunks_done;
-    worker.depth = fast ? max_chunks_in_flight : chunks_in_flight;
+    const bool slow = now - worker.busy_since > slow_chunk * chunks_done;
+    worker.depth = fast ? max_chunks_in_flight : slow ? 1 : chunks_in_flight;
     // Quick chunks are quick tasks; slow chunks may be many quick tasks.
     std::size_t tasks_done = 0;
     for (std::size_t i = 0; !fast && i < std::min(chunks_done, worker.in_flight.size()); ++i) {
