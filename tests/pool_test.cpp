@@ -290,6 +290,13 @@ TEST_P(PoolTest, LongTasksOfChunksizeOneSpreadOverTheWorkers) {
     EXPECT_EQ(std::set<pid_t>(pids.begin(), pids.end()).size(), 2u);
 }
 
+TEST_P(PoolTest, LongTasksOfChunksizeOneSpreadOverTheWorkersAfterQuickTasksOfTheirFunction) {
+    mproc::Pool pool(options(2));
+    pool.map(pid_after_sleeping, std::vector<int>(200, 0), 1);  // quick: many to a frame
+    const auto pids = pool.map(pid_after_sleeping, std::vector<int>(4, 100), 1);
+    EXPECT_EQ(std::set<pid_t>(pids.begin(), pids.end()).size(), 2u);
+}
+
 TEST_P(PoolTest, ImapUnorderedYieldsEveryResultOnce) {
     mproc::Pool pool(options(2));
     std::multiset<int> seen;

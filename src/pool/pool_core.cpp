@@ -82,9 +82,10 @@ struct Worker {
     std::size_t tasks_given = 0;
     std::size_t depth = chunks_in_flight;              // chunks it may have in flight, by its pace
     std::chrono::steady_clock::time_point busy_since;  // its last results, or its first chunk
-    // Its time per task, by its last results, and the entry and function those ran: a pace
-    // is known only for the tasks it was measured on (zero: not known yet).
+    // Its time per task, by its last results (zero: not known yet), and what those tasks
+    // were: their job, entry and function (see take_piece).
     std::chrono::nanoseconds task_time{0};
+    std::weak_ptr<Job> paced_job;
     std::uint64_t paced_entry = 0;
     std::uint64_t paced_function = 0;
     bool stopping = false;  // told to stop: retired, or the pool is ending
@@ -239,9 +240,15 @@ Chunk PoolCore::Impl::take_piece(const Worker& worker) {
     const FrameHeader header = batch.frame->header();
     // A pace measured on other tasks says nothing of these: until the worker's results tell,
     // one task at a time, so that long tasks spread over the workers as they would alone.
+    // The tasks of a map are measured by their own map's results: a call may well give the
+    // same function longer tasks than the call before it. apply_async calls, each batch a job
+    // of its own, go by the pace of the same function.
+    const bool measured = batch.gathering ? worker.paced_entry == header.entry &&
+                                                worker.paced_function == header.function
+                                          : !worker.paced_job.owner_before(batch.job) &&
+                                                !batch.job.owner_before(worker.paced_job);
     std::size_t size = 1;
-    if (worker.task_time.count() > 0 && worker.paced_entry == header.entry &&
-        worker.paced_function == header.function) {
+    if (worker.task_time.count() > 0 && measured) {
         size = std::max<std::size_t>(1, piece_time / worker.task_time);
     }
     // maxtasksperchild counts tasks: no piece takes the worker past it (dispatch sends
@@ -418,9 +425,11 @@ void PoolCore::Impl::pace(Worker& worker, std::size_t chunks_done) {
     if (tasks_done > 0) {
         // Per-frame costs count in: a worker given one quick task at a time looks slower than
         // it is, and its pieces grow, by about piece_time over those costs, at each result.
-        const FrameHeader last = worker.in_flight[done - 1].frame->header();
+        const Chunk& last_chunk = worker.in_flight[done - 1];
+        const FrameHeader last = last_chunk.frame->header();
         worker.task_time = std::max<std::chrono::nanoseconds>(
             std::chrono::nanoseconds{1}, (now - worker.busy_since) / tasks_done);
+        worker.paced_job = last_chunk.job;
         worker.paced_entry = last.entry;
         worker.paced_function = last.function;
     }
