@@ -21,8 +21,8 @@ struct Chunk {
     // 1), travelling together only to save frames: the collector cuts the chunk into pieces
     // as it sends it (PoolCore::Impl::take_piece).
     bool batch = false;
-    // A batch that apply_async calls may still join (PoolCore::add_to_batch): its job is an
-    // ApplyBatchJob.
+    // A batch of apply_async calls (PoolCore::add_to_batch), whose job is an ApplyBatchJob:
+    // more calls of its function may join it while it waits to be taken by the collector.
     bool gathering = false;
     // A batch's tasks already cut off and sent: the frame's first `taken` tasks are no longer
     // the chunk's (first_task has moved past them). Only a batch is ever cut this way, and
