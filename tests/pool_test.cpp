@@ -297,6 +297,15 @@ TEST_P(PoolTest, LongTasksOfChunksizeOneSpreadOverTheWorkersAfterQuickTasksOfThe
     EXPECT_EQ(std::set<pid_t>(pids.begin(), pids.end()).size(), 2u);
 }
 
+TEST_P(PoolTest, LongTasksOfChunksizeOneSpreadOverTheWorkersAfterQuickOnesOfTheSameMap) {
+    mproc::Pool pool(options(2));
+    // The quick tasks make pieces of many tasks: the long ones must not wait in one of them.
+    std::vector<int> sleeps(2000, 0);
+    sleeps.insert(sleeps.end(), 4, 100);
+    const auto pids = pool.map(pid_after_sleeping, sleeps, 1);
+    EXPECT_EQ(std::set<pid_t>(pids.end() - 4, pids.end()).size(), 2u);
+}
+
 TEST_P(PoolTest, ImapUnorderedYieldsEveryResultOnce) {
     mproc::Pool pool(options(2));
     std::multiset<int> seen;

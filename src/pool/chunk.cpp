@@ -38,6 +38,12 @@ Chunk slice(const Chunk& chunk, std::uint32_t begin, std::uint32_t end) {
     return part;
 }
 
+void mark_piece(Chunk& chunk) {
+    FrameHeader header = chunk.frame->header();
+    header.flags |= piece_of_batch;
+    std::memcpy(chunk.frame->bytes.data(), &header, sizeof header);
+}
+
 void stamp_sequence(Chunk& chunk, std::uint64_t sequence) {
     chunk.sequence = sequence;
     FrameHeader header = chunk.frame->header();

@@ -38,6 +38,9 @@ struct Chunk {
 // bytes, and all of the chunk's descriptors (tasks name descriptors by their index in it).
 Chunk slice(const Chunk& chunk, std::uint32_t begin, std::uint32_t end);
 
+// Flags the chunk's frame piece_of_batch: the worker may end it early.
+void mark_piece(Chunk& chunk);
+
 // Stamps the sequence number into the chunk's frame header.
 void stamp_sequence(Chunk& chunk, std::uint64_t sequence);
 

@@ -154,7 +154,7 @@ struct PoolCore::Impl {
     void handle_started(WorkerLauncher::Event& event);
     void handle_exited(const WorkerLauncher::Event& event);
     void read_results(Worker& worker);
-    void pace(Worker& worker, std::size_t chunks_done);
+    void pace(Worker& worker, const std::vector<Frame>& frames);
     void deliver(Worker& worker, const Frame& frame);
     void handle_lost(Worker& worker, const ExitStatus& exit);
     void check_timeouts();
@@ -259,12 +259,14 @@ Chunk PoolCore::Impl::take_piece(const Worker& worker) {
         Chunk whole = std::move(batch);
         pending.pop_front();
         whole.batch = false;
+        mark_piece(whole);
         return whole;
     }
     Chunk piece = slice(batch, 0, piece_tasks);
     batch.taken += piece_tasks;
     batch.first_task += piece_tasks;
     if (batch.tasks() == 0) pending.pop_front();
+    mark_piece(piece);
     return piece;
 }
 
@@ -408,21 +410,22 @@ void PoolCore::Impl::read_results(Worker& worker) {
         // death, reported by the launcher, hands its chunks on.
         signal_pidfd(worker.pidfd, SIGKILL);
     }
-    if (!frames.empty()) pace(worker, frames.size());
+    if (!frames.empty()) pace(worker, frames);
     for (const Frame& frame : frames) deliver(worker, frame);
     maybe_retire(worker);
 }
 
-void PoolCore::Impl::pace(Worker& worker, std::size_t chunks_done) {
+void PoolCore::Impl::pace(Worker& worker, const std::vector<Frame>& frames) {
     // The worker was busy from busy_since until now (it had chunks in flight all along), so
     // this is its time per chunk, queueing in the transport included.
     const auto now = std::chrono::steady_clock::now();
-    const bool fast = now - worker.busy_since < fast_chunk * chunks_done;
+    const bool fast = now - worker.busy_since < fast_chunk * frames.size();
     worker.depth = fast ? max_chunks_in_flight : chunks_in_flight;
-    const std::size_t done = std::min(chunks_done, worker.in_flight.size());
+    const std::size_t done = std::min(frames.size(), worker.in_flight.size());
+    // The tasks run, which a piece ended early (deliver) has fewer of than it was sent with.
     std::size_t tasks_done = 0;
-    for (std::size_t i = 0; i < done; ++i) tasks_done += worker.in_flight[i].tasks();
-    if (tasks_done > 0) {
+    for (const Frame& frame : frames) tasks_done += frame.header().item_count;
+    if (done > 0 && tasks_done > 0) {
         // Per-frame costs count in: a worker given one quick task at a time looks slower than
         // it is, and its pieces grow, by about piece_time over those costs, at each result.
         const Chunk& last_chunk = worker.in_flight[done - 1];
@@ -458,15 +461,28 @@ void PoolCore::Impl::deliver(Worker& worker, const Frame& frame) {
     Chunk chunk = std::move(worker.in_flight.front());
     worker.in_flight.pop_front();
     if (block) {
+        // A piece the worker ended early (run_block_chunk): its tasks not run go out again
+        // first, as a batch of their own.
+        const bool ended_early = header.item_count > 0 && header.item_count < chunk.tasks() &&
+                                 (chunk.frame->header().flags & piece_of_batch) != 0;
+        const std::uint32_t ran = ended_early ? header.item_count : chunk.tasks();
+        if (ended_early) {
+            Chunk rest = slice(chunk, ran, chunk.tasks());
+            rest.batch = true;
+            worker.tasks_given -= rest.tasks();
+            pending.push_front(std::move(rest));
+        }
         try {
-            if (header.item_count != chunk.tasks()) {
+            if (header.item_count != ran) {
                 throw SerializationError("mproc: a worker sent a block of results for " +
                                          std::to_string(header.item_count) + " tasks, not " +
-                                         std::to_string(chunk.tasks()));
+                                         std::to_string(ran));
             }
-            chunk.job->deliver_block(chunk.first_task, chunk.tasks(), frame.payload());
+            chunk.job->deliver_block(chunk.first_task, ran, frame.payload());
         } catch (...) {
-            chunk.fail(std::current_exception());
+            for (std::uint32_t task = 0; task < ran; ++task) {
+                chunk.job->fail(chunk.first_task + task, std::current_exception());
+            }
         }
         return;
     }
