@@ -121,6 +121,15 @@ int fail_when_odd(int x) {
     return x;
 }
 
+// A negative x sleeps -x ms; others as fail_when_odd.
+int sleep_or_fail_when_odd(int x) {
+    if (x < 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(-x));
+        return x;
+    }
+    return fail_when_odd(x);
+}
+
 int sleep_when_negative(int x) {
     if (x < 0) std::this_thread::sleep_for(60s);
     return x;
@@ -519,6 +528,33 @@ TEST_P(PoolTest, ABlockWithSeveralFailedTasksKeepsEachErrorAtItsTask) {
     } catch (const mproc::RemoteError& error) {
         EXPECT_EQ(error.message(), "odd 5");  // the first failure by position
     }
+}
+
+TEST_P(PoolTest, PiecesEndedEarlyKeepEachValueAndErrorAtItsTask) {
+    mproc::Pool pool(options(2));
+    // Quick tasks make pieces of many tasks; a piece ends early after a long task, with a
+    // failed task and values before it.
+    std::vector<int> inputs;
+    for (int i = 0; i < 2000; ++i) inputs.push_back(2 * i);
+    for (int i = 0; i < 6; ++i) {
+        for (int x : {2 * i, 2 * i + 1, -30, 2 * i + 2, 2 * i + 4}) inputs.push_back(x);
+    }
+    auto results = pool.imap(sleep_or_fail_when_odd, inputs);
+    std::size_t position = 0;
+    for (auto it = results.begin(); it != results.end(); ++it, ++position) {
+        const int input = inputs[position];
+        if (input < 0 || input % 2 == 0) {
+            EXPECT_EQ(*it, input);
+            continue;
+        }
+        try {
+            static_cast<void>(*it);
+            ADD_FAILURE() << "task " << position << " should have failed";
+        } catch (const mproc::RemoteError& error) {
+            EXPECT_EQ(error.message(), "odd " + std::to_string(input));
+        }
+    }
+    EXPECT_EQ(position, inputs.size());
 }
 
 TEST_P(PoolTest, AMixedBatchOfNumberAndItemTasksGivesEachItsResult) {
