@@ -8,7 +8,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <limits>
 #include <list>
 #include <map>
@@ -92,9 +94,40 @@ pid_t pid_after_sleeping(int milliseconds) {
     return ::getpid();
 }
 
+// The file that lets the tasks of test process `pid` go on (see waits_for_go).
+std::string go_file(long long pid) {
+    return "/tmp/mproc_pool_test_go_" + std::to_string(pid);
+}
+constexpr long long go_keys_per_test = 16;
+
+// A task of test process key / go_keys_per_test. Task 3 waits (10 s at most) for that test's
+// go file and says whether it came; the others take 20 ms, long enough that a worker sends
+// each result on its own.
+int waits_for_go(long long key) {
+    if (key % go_keys_per_test != 3) {
+        std::this_thread::sleep_for(20ms);
+        return 0;
+    }
+    const std::string go = go_file(key / go_keys_per_test);
+    for (const auto deadline = std::chrono::steady_clock::now() + 10s;
+         std::chrono::steady_clock::now() < deadline; std::this_thread::sleep_for(5ms)) {
+        if (::access(go.c_str(), F_OK) == 0) return 1;
+    }
+    return 0;
+}
+
 int fail_when_odd(int x) {
     if (x % 2 != 0) throw std::invalid_argument("odd " + std::to_string(x));
     return x;
+}
+
+// A negative x sleeps -x ms; others as fail_when_odd.
+int sleep_or_fail_when_odd(int x) {
+    if (x < 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(-x));
+        return x;
+    }
+    return fail_when_odd(x);
 }
 
 int sleep_when_negative(int x) {
@@ -236,6 +269,45 @@ TEST_P(PoolTest, ImapYieldsResultsInInputOrder) {
     EXPECT_EQ(seen, expected);
 }
 
+TEST_P(PoolTest, ImapOfChunksizeOneYieldsItsFirstResultBeforeTheLastTaskHasRun) {
+    mproc::Pool pool(options(2));
+    const std::string go = go_file(::getpid());
+    std::remove(go.c_str());
+    std::vector<long long> keys;
+    for (long long i = 0; i < 4; ++i) keys.push_back(::getpid() * go_keys_per_test + i);
+    auto results = pool.imap(waits_for_go, keys);
+    auto it = results.begin();
+    EXPECT_EQ(*it, 0);
+    std::ofstream(go).put('!');
+    std::vector<int> rest;
+    for (++it; it != results.end(); ++it) rest.push_back(*it);
+    std::remove(go.c_str());
+    EXPECT_EQ(rest, (std::vector<int>{0, 0, 1})) << "the last task ran before the first result";
+}
+
+TEST_P(PoolTest, LongTasksOfChunksizeOneSpreadOverTheWorkers) {
+    mproc::Pool pool(options(2));
+    pool.map(square, std::views::iota(0, 100), 1);  // quick tasks, of another function
+    const auto pids = pool.map(pid_after_sleeping, std::vector<int>(4, 100), 1);
+    EXPECT_EQ(std::set<pid_t>(pids.begin(), pids.end()).size(), 2u);
+}
+
+TEST_P(PoolTest, LongTasksOfChunksizeOneSpreadOverTheWorkersAfterQuickTasksOfTheirFunction) {
+    mproc::Pool pool(options(2));
+    pool.map(pid_after_sleeping, std::vector<int>(200, 0), 1);  // quick: many to a frame
+    const auto pids = pool.map(pid_after_sleeping, std::vector<int>(4, 100), 1);
+    EXPECT_EQ(std::set<pid_t>(pids.begin(), pids.end()).size(), 2u);
+}
+
+TEST_P(PoolTest, LongTasksOfChunksizeOneSpreadOverTheWorkersAfterQuickOnesOfTheSameMap) {
+    mproc::Pool pool(options(2));
+    // The quick tasks make pieces of many tasks: the long ones must not wait in one of them.
+    std::vector<int> sleeps(2000, 0);
+    sleeps.insert(sleeps.end(), 4, 100);
+    const auto pids = pool.map(pid_after_sleeping, sleeps, 1);
+    EXPECT_EQ(std::set<pid_t>(pids.end() - 4, pids.end()).size(), 2u);
+}
+
 TEST_P(PoolTest, ImapUnorderedYieldsEveryResultOnce) {
     mproc::Pool pool(options(2));
     std::multiset<int> seen;
@@ -321,6 +393,28 @@ TEST_P(PoolTest, KilledWorkerFailsItsTaskOnly) {
         }
     }
     EXPECT_EQ(values, (std::vector<int>{0, 1, 2, 4, 5, 6, 7}));
+}
+
+TEST_P(PoolTest, KilledWorkerFailsOnlyItsTaskOfManyQuickTasksOfChunksizeOne) {
+    mproc::Pool pool(options(2));
+    // Quick tasks of the same function first: the later ones then travel many to a frame.
+    pool.map(kill_self_on_three, std::views::iota(4, 2000), 1);
+    auto results = pool.imap(kill_self_on_three, std::views::iota(-2000, 2000));
+    std::vector<int> values;
+    int lost = 0;
+    for (auto it = results.begin(); it != results.end(); ++it) {
+        try {
+            values.push_back(*it);
+        } catch (const mproc::WorkerLost&) {
+            ++lost;
+        }
+    }
+    EXPECT_EQ(lost, 1);
+    std::vector<int> expected;
+    for (int i = -2000; i < 2000; ++i) {
+        if (i != 3) expected.push_back(i);
+    }
+    EXPECT_EQ(values, expected);
 }
 
 TEST_P(PoolTest, WorkerThatCallsExitFailsItsTaskWithTheExitCode) {
@@ -427,6 +521,33 @@ TEST_P(PoolTest, ABlockWithSeveralFailedTasksKeepsEachErrorAtItsTask) {
     } catch (const mproc::RemoteError& error) {
         EXPECT_EQ(error.message(), "odd 5");  // the first failure by position
     }
+}
+
+TEST_P(PoolTest, PiecesEndedEarlyKeepEachValueAndErrorAtItsTask) {
+    mproc::Pool pool(options(2));
+    // Quick tasks make pieces of many tasks; a piece ends early after a long task, with a
+    // failed task and values before it.
+    std::vector<int> inputs;
+    for (int i = 0; i < 2000; ++i) inputs.push_back(2 * i);
+    for (int i = 0; i < 6; ++i) {
+        for (int x : {2 * i, 2 * i + 1, -30, 2 * i + 2, 2 * i + 4}) inputs.push_back(x);
+    }
+    auto results = pool.imap(sleep_or_fail_when_odd, inputs);
+    std::size_t position = 0;
+    for (auto it = results.begin(); it != results.end(); ++it, ++position) {
+        const int input = inputs[position];
+        if (input < 0 || input % 2 == 0) {
+            EXPECT_EQ(*it, input);
+            continue;
+        }
+        try {
+            static_cast<void>(*it);
+            ADD_FAILURE() << "task " << position << " should have failed";
+        } catch (const mproc::RemoteError& error) {
+            EXPECT_EQ(error.message(), "odd " + std::to_string(input));
+        }
+    }
+    EXPECT_EQ(position, inputs.size());
 }
 
 TEST_P(PoolTest, AMixedBatchOfNumberAndItemTasksGivesEachItsResult) {
@@ -605,6 +726,14 @@ TEST_P(PoolTest, MaxtasksperchildReplacesAWorkerAfterItsTasks) {
     mproc::Pool pool(options(1, {.maxtasksperchild = 2}));
     const auto pids = pool.map(worker_pid, std::views::iota(0, 6), 1);
     EXPECT_EQ(std::set<pid_t>(pids.begin(), pids.end()).size(), 3u);
+}
+
+TEST_P(PoolTest, MaxtasksperchildCountsEachTaskOfChunksizeOne) {
+    mproc::Pool pool(options(1, {.maxtasksperchild = 100}));
+    const auto pids = pool.map(worker_pid, std::views::iota(0, 1000), 1);
+    std::map<pid_t, int> tasks;
+    for (pid_t pid : pids) ++tasks[pid];
+    for (const auto& [pid, count] : tasks) EXPECT_LE(count, 100);
 }
 
 TEST_P(PoolTest, MaxtasksperchildCountsEachApplyAsyncCall) {

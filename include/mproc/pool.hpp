@@ -34,7 +34,8 @@ struct PoolOptions {
     // throws, the pool cannot work: every task fails with that error as a RemoteError.
     std::optional<BoundCall> initializer = std::nullopt;
     // A worker is replaced after it has run this many tasks (0: never), to give back the
-    // memory a task leaked. A chunk is never split, so a worker may run up to a chunk more.
+    // memory a task leaked. It counts each apply_async call and each task of chunksize 1; a
+    // larger chunk is never split, so a worker may run up to a chunk more.
     std::size_t maxtasksperchild = 0;
     // fork | spawn | forkserver; unset means get_start_method().
     std::optional<StartMethod> start_method = std::nullopt;
@@ -241,16 +242,17 @@ class Pool {
     // Encodes the inputs chunk by chunk and hands the chunks to the pool as they are made: the
     // first at once, the rest in batches of about submit_batch_bytes, so that the workers run
     // the first chunks while the caller encodes the next and few batches cost a wake-up each.
+    // Cuttable chunks are batches of separate tasks (PoolCore::submit).
     template <class F, class ArgTuple, class Inputs, class AsArgs>
     void encode_chunks(F f, Inputs&& inputs, std::size_t tasks, std::size_t chunksize,
-                       AsArgs as_args, const std::shared_ptr<detail::Job>& job) {
+                       AsArgs as_args, const std::shared_ptr<detail::Job>& job, bool cuttable) {
         constexpr std::size_t submit_batch_bytes = 256 * 1024;
         std::vector<detail::Frame> batch;
         std::size_t batch_bytes = 0;
         std::size_t batch_tasks = 0;
         std::size_t first_task = 0;
         auto submit_batch = [&] {
-            core_->submit(job, batch, first_task);
+            core_->submit(job, batch, first_task, cuttable);
             batch.clear();
             first_task += std::exchange(batch_tasks, 0);
             batch_bytes = 0;
@@ -293,7 +295,13 @@ class Pool {
                                                : detail::default_chunksize(tasks, processes());
             }
             auto [job, result] = make_job(tasks);
-            encode_chunks<F, ArgTuple>(f, inputs, tasks, chunksize, as_args, job);
+            // Tasks of numbers asked for one at a time travel as batches that the pool cuts
+            // by the workers' pace: a frame per task would cost more than a quick task, and
+            // pieces still go one task at a time while tasks are long or their pace unknown.
+            const bool cuttable = detail::block_layout<F, ArgTuple> && chunksize == 1;
+            encode_chunks<F, ArgTuple>(f, inputs, tasks,
+                                       cuttable ? detail::max_default_chunk : chunksize, as_args,
+                                       job, cuttable);
             return std::move(result);
         } else {
             std::vector<std::ranges::range_value_t<Inputs>> materialised;

@@ -16,16 +16,17 @@ Chunk slice(const Chunk& chunk, std::uint32_t begin, std::uint32_t end) {
         const auto payload = chunk.frame->payload();
         const std::size_t record = payload.size() / header.item_count;
         FrameWriter writer(FrameKind::task_block, 0, header.entry, header.function);
-        writer.buffer().append(payload.data() + begin * record, (end - begin) * record);
+        writer.buffer().append(payload.data() + (chunk.taken + begin) * record,
+                               (end - begin) * record);
         part.frame =
             std::make_shared<Frame>(finish_block(writer, FrameKind::task_block, end - begin));
         return part;
     }
     FrameWriter writer(FrameKind::task, 0, header.entry, header.function);
     ItemReader items(chunk.frame->payload());
-    for (std::uint32_t task = 0; task < end; ++task) {
+    for (std::uint32_t task = 0; task < chunk.taken + end; ++task) {
         const auto item = items.next();
-        if (task < begin) continue;
+        if (task < chunk.taken + begin) continue;
         writer.begin_item();
         writer.buffer().append(item.data(), item.size());
         writer.end_item();
@@ -35,6 +36,12 @@ Chunk slice(const Chunk& chunk, std::uint32_t begin, std::uint32_t end) {
     writer.add_fds(std::move(fds));
     part.frame = std::make_shared<Frame>(writer.finish());
     return part;
+}
+
+void mark_piece(Chunk& chunk) {
+    FrameHeader header = chunk.frame->header();
+    header.flags |= piece_of_batch;
+    std::memcpy(chunk.frame->bytes.data(), &header, sizeof header);
 }
 
 void stamp_sequence(Chunk& chunk, std::uint64_t sequence) {

@@ -17,11 +17,19 @@ struct Chunk {
     std::shared_ptr<Frame> frame;
     std::uint64_t sequence = 0;  // set when it is sent; a resent chunk gets a new one
     int losses = 0;              // workers lost while it was in flight with no task running
-    // Separate apply_async calls gathered into one chunk (PoolCore::add_to_batch): each is a
-    // task of its own, so the collector may cut the chunk to spread them over the workers.
+    // Tasks that are each a unit of their own (apply_async calls, a map's tasks of chunksize
+    // 1), travelling together only to save frames: the collector cuts the chunk into pieces
+    // as it sends it (PoolCore::Impl::take_piece).
     bool batch = false;
+    // A batch of apply_async calls (PoolCore::add_to_batch), whose job is an ApplyBatchJob:
+    // more calls of its function may join it while it waits to be taken by the collector.
+    bool gathering = false;
+    // A batch's tasks already cut off and sent: the frame's first `taken` tasks are no longer
+    // the chunk's (first_task has moved past them). Only a batch is ever cut this way, and
+    // the collector never sends such a frame whole.
+    std::uint32_t taken = 0;
 
-    std::uint32_t tasks() const noexcept { return frame->header().item_count; }
+    std::uint32_t tasks() const noexcept { return frame->header().item_count - taken; }
     // Fails every task of the chunk with error.
     void fail(std::exception_ptr error) const;
 };
@@ -29,6 +37,9 @@ struct Chunk {
 // A chunk of tasks [begin, end) of chunk: the same entry and function, those tasks' argument
 // bytes, and all of the chunk's descriptors (tasks name descriptors by their index in it).
 Chunk slice(const Chunk& chunk, std::uint32_t begin, std::uint32_t end);
+
+// Flags the chunk's frame piece_of_batch: the worker may end it early.
+void mark_piece(Chunk& chunk);
 
 // Stamps the sequence number into the chunk's frame header.
 void stamp_sequence(Chunk& chunk, std::uint64_t sequence);

@@ -45,11 +45,14 @@ constexpr std::size_t max_chunks_in_flight = 64;
 // the next (tens of microseconds) is then under 1 % of a chunk, and no chunk is committed to a
 // worker while another may be free first, so that uneven long tasks spread as on a thread pool.
 constexpr std::chrono::milliseconds slow_chunk{10};
-// A worker whose tasks take less than this each runs quick calls: a batch of apply_async calls
-// may go to it in one piece (see cut_batch). Generous, since one late wake-up of a worker on a
-// busy machine must not make it look slow.
-constexpr std::chrono::microseconds quick_task{1000};
-static_assert(quick_task >= fast_chunk, "a quick chunk holds only quick tasks (see pace)");
+// A piece cut from a batch holds as many tasks as the worker it goes to runs in about this
+// time, by its measured time per task of that function, and at least one: long enough that
+// quick tasks travel by the thousand per frame, short enough that results still stream back
+// soon after their tasks ran, that the last pieces of a map end together on every worker, and
+// that long tasks go one at a time to whichever worker is free. Under fast_chunk, so that a
+// worker running such pieces keeps a deep pipeline.
+constexpr std::chrono::microseconds piece_time{50};
+static_assert(piece_time < fast_chunk, "pieces of quick tasks must count as fast chunks");
 // A batch of apply_async calls takes no more tasks than a default chunk of map.
 constexpr std::uint32_t max_batch_tasks = max_default_chunk;
 // A chunk whose worker died this many times while none of its tasks was running fails: the
@@ -81,7 +84,12 @@ struct Worker {
     std::size_t tasks_given = 0;
     std::size_t depth = chunks_in_flight;              // chunks it may have in flight, by its pace
     std::chrono::steady_clock::time_point busy_since;  // its last results, or its first chunk
-    bool quick_tasks = false;                          // by its pace; unknown at first
+    // Its time per task, by its last results (zero: not known yet), and what those tasks
+    // were: their job, entry and function (see take_piece).
+    std::chrono::nanoseconds task_time{0};
+    std::weak_ptr<Job> paced_job;
+    std::uint64_t paced_entry = 0;
+    std::uint64_t paced_function = 0;
     bool stopping = false;  // told to stop: retired, or the pool is ending
     // Its end of the link has closed (it exited or is dying). Nothing more can come, so it
     // leaves the poll set, where it would be ready at once, for ever, until the launcher
@@ -136,7 +144,8 @@ struct PoolCore::Impl {
     void run();
     void wake_collector() const;
     State take_submissions();
-    void cut_batch();
+    Chunk take_piece(const Worker& worker);
+    bool pending_at_most(std::size_t pieces) const;
     void dispatch();
     void send_chunk(Worker& worker, Chunk chunk);
     void maybe_retire(Worker& worker);
@@ -147,7 +156,7 @@ struct PoolCore::Impl {
     void handle_started(WorkerLauncher::Event& event);
     void handle_exited(const WorkerLauncher::Event& event);
     void read_results(Worker& worker);
-    void pace(Worker& worker, std::size_t chunks_done);
+    void pace(Worker& worker, const std::vector<Frame>& frames);
     void deliver(Worker& worker, const Frame& frame);
     void handle_lost(Worker& worker, const ExitStatus& exit);
     void check_timeouts();
@@ -228,40 +237,47 @@ PoolCore::Impl::State PoolCore::Impl::take_submissions() {
     return state;
 }
 
-void PoolCore::Impl::cut_batch() {
-    Chunk batch = std::move(pending.front());
-    pending.pop_front();
-    const std::uint32_t tasks = batch.tasks();
-    // A batch is cut so that its calls spread over the workers as separate calls would: into
-    // one piece per worker while every worker runs quick tasks; else one call goes now and the
-    // rest wait as a batch, to be cut again once the workers' pace is known better, since long
-    // calls must not wait behind one another.
-    std::uint32_t live = 0;
-    bool slow = false;
-    for (const auto& worker : workers) {
-        if (!worker || worker->stopping) continue;
-        ++live;
-        slow = slow || !worker->quick_tasks;
+Chunk PoolCore::Impl::take_piece(const Worker& worker) {
+    Chunk& batch = pending.front();
+    const FrameHeader header = batch.frame->header();
+    // A pace measured on other tasks says nothing of these: until the worker's results tell,
+    // one task at a time, so that long tasks spread over the workers as they would alone.
+    // The tasks of a map are measured by their own map's results: a call may well give the
+    // same function longer tasks than the call before it. apply_async calls, each batch a job
+    // of its own, go by the pace of the same function.
+    const bool measured = batch.gathering ? worker.paced_entry == header.entry &&
+                                                worker.paced_function == header.function
+                                          : !worker.paced_job.owner_before(batch.job) &&
+                                                !batch.job.owner_before(worker.paced_job);
+    std::size_t size = 1;
+    if (worker.task_time.count() > 0 && measured) {
+        size = std::max<std::size_t>(1, piece_time / worker.task_time);
     }
-    if (slow || live == 0) {
-        Chunk rest = slice(batch, 1, tasks);
-        rest.batch = true;
-        pending.push_front(std::move(rest));
-        pending.push_front(slice(batch, 0, 1));
-        return;
+    // maxtasksperchild counts tasks: no piece takes the worker past it (dispatch sends
+    // nothing to a worker that has reached it).
+    if (maxtasksperchild != 0) size = std::min(size, maxtasksperchild - worker.tasks_given);
+    const auto piece_tasks = static_cast<std::uint32_t>(std::min<std::size_t>(size, batch.tasks()));
+    if (piece_tasks == batch.tasks() && batch.taken == 0) {
+        Chunk whole = std::move(batch);
+        pending.pop_front();
+        whole.batch = false;
+        mark_piece(whole);
+        return whole;
     }
-    std::uint32_t pieces = std::min(tasks, live);
-    // maxtasksperchild counts calls: no piece may hold more.
-    if (maxtasksperchild != 0) {
-        const auto most =
-            static_cast<std::uint32_t>(std::min<std::size_t>(maxtasksperchild, tasks));
-        pieces = std::max(pieces, (tasks + most - 1) / most);
-    }
-    for (std::uint32_t piece = pieces; piece-- > 0;) {
-        const auto begin = static_cast<std::uint32_t>(std::uint64_t{tasks} * piece / pieces);
-        const auto end = static_cast<std::uint32_t>(std::uint64_t{tasks} * (piece + 1) / pieces);
-        pending.push_front(slice(batch, begin, end));
-    }
+    Chunk piece = slice(batch, 0, piece_tasks);
+    batch.taken += piece_tasks;
+    batch.first_task += piece_tasks;
+    if (batch.tasks() == 0) pending.pop_front();
+    mark_piece(piece);
+    return piece;
+}
+
+bool PoolCore::Impl::pending_at_most(std::size_t pieces) const {
+    if (pending.size() > pieces) return false;
+    // A batch may be cut into as many pieces as it has tasks.
+    std::size_t most = 0;
+    for (const Chunk& chunk : pending) most += chunk.batch ? chunk.tasks() : 1;
+    return most <= pieces;
 }
 
 bool PoolCore::Impl::has_work() const {
@@ -306,19 +322,21 @@ void PoolCore::Impl::dispatch() {
                       [](const auto& worker) { return worker && !worker->stopping; }));
     for (std::size_t round = 1; round <= depth && !pending.empty(); ++round) {
         for (auto& worker : workers) {
-            if (pending.empty() || (round > 1 && pending.size() <= starting)) break;
+            if (pending.empty() || (round > 1 && pending_at_most(starting))) break;
             if (!worker || worker->stopping || worker->link_closed ||
                 worker->in_flight.size() >= round) {
                 continue;
             }
             if (round > worker->depth) continue;
             const bool slow = worker->depth <= chunks_in_flight;
-            if (round > 1 && slow && pending.size() <= starting + live) continue;
+            if (round > 1 && slow && pending_at_most(starting + live)) continue;
             if (maxtasksperchild != 0 && worker->tasks_given >= maxtasksperchild) continue;
-            if (pending.front().batch && pending.front().tasks() > 1) cut_batch();
-            Chunk chunk = std::move(pending.front());
-            pending.pop_front();
-            send_chunk(*worker, std::move(chunk));
+            if (pending.front().batch) {
+                send_chunk(*worker, take_piece(*worker));
+            } else {
+                send_chunk(*worker, std::move(pending.front()));
+                pending.pop_front();
+            }
         }
     }
     for (auto& worker : workers) {
@@ -394,24 +412,33 @@ void PoolCore::Impl::read_results(Worker& worker) {
         // death, reported by the launcher, hands its chunks on.
         signal_pidfd(worker.pidfd, SIGKILL);
     }
-    if (!frames.empty()) pace(worker, frames.size());
+    if (!frames.empty()) pace(worker, frames);
     for (const Frame& frame : frames) deliver(worker, frame);
     maybe_retire(worker);
 }
 
-void PoolCore::Impl::pace(Worker& worker, std::size_t chunks_done) {
+void PoolCore::Impl::pace(Worker& worker, const std::vector<Frame>& frames) {
     // The worker was busy from busy_since until now (it had chunks in flight all along), so
     // this is its time per chunk, queueing in the transport included.
     const auto now = std::chrono::steady_clock::now();
-    const bool fast = now - worker.busy_since < fast_chunk * chunks_done;
-    const bool slow = now - worker.busy_since > slow_chunk * chunks_done;
+    const bool fast = now - worker.busy_since < fast_chunk * frames.size();
+    const bool slow = now - worker.busy_since > slow_chunk * frames.size();
     worker.depth = fast ? max_chunks_in_flight : slow ? 1 : chunks_in_flight;
-    // Quick chunks are quick tasks; slow chunks may be many quick tasks.
+    const std::size_t done = std::min(frames.size(), worker.in_flight.size());
+    // The tasks run, which a piece ended early (deliver) has fewer of than it was sent with.
     std::size_t tasks_done = 0;
-    for (std::size_t i = 0; !fast && i < std::min(chunks_done, worker.in_flight.size()); ++i) {
-        tasks_done += worker.in_flight[i].tasks();
+    for (const Frame& frame : frames) tasks_done += frame.header().item_count;
+    if (done > 0 && tasks_done > 0) {
+        // Per-frame costs count in: a worker given one quick task at a time looks slower than
+        // it is, and its pieces grow, by about piece_time over those costs, at each result.
+        const Chunk& last_chunk = worker.in_flight[done - 1];
+        const FrameHeader last = last_chunk.frame->header();
+        worker.task_time = std::max<std::chrono::nanoseconds>(
+            std::chrono::nanoseconds{1}, (now - worker.busy_since) / tasks_done);
+        worker.paced_job = last_chunk.job;
+        worker.paced_entry = last.entry;
+        worker.paced_function = last.function;
     }
-    worker.quick_tasks = fast || now - worker.busy_since < quick_task * tasks_done;
     worker.busy_since = now;
 }
 
@@ -437,15 +464,28 @@ void PoolCore::Impl::deliver(Worker& worker, const Frame& frame) {
     Chunk chunk = std::move(worker.in_flight.front());
     worker.in_flight.pop_front();
     if (block) {
+        // A piece the worker ended early (run_block_chunk): its tasks not run go out again
+        // first, as a batch of their own.
+        const bool ended_early = header.item_count > 0 && header.item_count < chunk.tasks() &&
+                                 (chunk.frame->header().flags & piece_of_batch) != 0;
+        const std::uint32_t ran = ended_early ? header.item_count : chunk.tasks();
+        if (ended_early) {
+            Chunk rest = slice(chunk, ran, chunk.tasks());
+            rest.batch = true;
+            worker.tasks_given -= rest.tasks();
+            pending.push_front(std::move(rest));
+        }
         try {
-            if (header.item_count != chunk.tasks()) {
+            if (header.item_count != ran) {
                 throw SerializationError("mproc: a worker sent a block of results for " +
                                          std::to_string(header.item_count) + " tasks, not " +
-                                         std::to_string(chunk.tasks()));
+                                         std::to_string(ran));
             }
-            chunk.job->deliver_block(chunk.first_task, chunk.tasks(), frame.payload());
+            chunk.job->deliver_block(chunk.first_task, ran, frame.payload());
         } catch (...) {
-            chunk.fail(std::current_exception());
+            for (std::uint32_t task = 0; task < ran; ++task) {
+                chunk.job->fail(chunk.first_task + task, std::current_exception());
+            }
         }
         return;
     }
@@ -651,7 +691,7 @@ std::size_t PoolCore::processes() const noexcept {
 }
 
 void PoolCore::submit(const std::shared_ptr<Job>& job, std::span<Frame> frames,
-                      std::size_t first_task) {
+                      std::size_t first_task, bool batch) {
     bool large = false;
     for (const auto& frame : frames) large |= lend_payload_file(frame);
     bool wake = false;
@@ -664,6 +704,7 @@ void PoolCore::submit(const std::shared_ptr<Job>& job, std::span<Frame> frames,
             chunk.job = job;
             chunk.first_task = first_task;
             chunk.frame = std::make_shared<Frame>(std::move(frame));
+            chunk.batch = batch;
             first_task += chunk.tasks();
             impl_->submitted.push_back(std::move(chunk));
         }
@@ -683,7 +724,7 @@ bool PoolCore::add_to_batch(std::uint64_t entry, std::uint64_t function,
     impl_->require_running();
     // The batch is still in `submitted`, so the wake-up that came with it is still to be
     // taken: the collector will see the added task without another.
-    if (impl_->submitted.empty() || !impl_->submitted.back().batch) return false;
+    if (impl_->submitted.empty() || !impl_->submitted.back().gathering) return false;
     Chunk& batch = impl_->submitted.back();
     FrameHeader header = batch.frame->header();
     if (header.entry != entry || header.function != function ||
@@ -713,6 +754,7 @@ void PoolCore::submit_batch(const std::shared_ptr<Job>& job, Frame frame) {
         chunk.job = job;
         chunk.frame = std::make_shared<Frame>(std::move(frame));
         chunk.batch = true;
+        chunk.gathering = true;
         impl_->submitted.push_back(std::move(chunk));
     }
     if (wake) impl_->wake_collector();

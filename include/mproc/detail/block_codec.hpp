@@ -8,6 +8,7 @@
 // length, a resize or a bounds check per task.
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -71,9 +72,21 @@ void run_block_chunk(const Frame& frame, ResultWriter& out) {
             unusable = std::current_exception();
         }
     }
+    // A piece of a batch was cut by the pace of the worker's earlier tasks; if these tasks turn
+    // out longer, the piece ends once it has run past piece_run_limit (the pool sends the rest
+    // again), so that the tasks behind a long one go to whichever worker is free rather than
+    // wait here. The clock is read before each task, so that no task runs after a long one:
+    // about 20 ns a task, which only the quickest tasks notice.
+    constexpr auto piece_run_limit = std::chrono::microseconds(500);
+    const bool piece = (header.flags & piece_of_batch) != 0;
+    const auto started = std::chrono::steady_clock::now();
     // check_header keeps item_count within the bytes that arrived.
     out.start_block<R>(header.item_count);
     for (std::uint32_t index = 0; index < header.item_count; ++index) {
+        if (piece && index > 0 && std::chrono::steady_clock::now() - started > piece_run_limit) {
+            out.end_block_early<R>(index);
+            return;
+        }
         out.begin_item(index);
         try {
             if (unusable) std::rethrow_exception(unusable);

@@ -53,6 +53,10 @@ enum FrameFlags : std::uint16_t {
     // The payload is not in the stream: the frame's last descriptor is a PayloadFile that
     // holds the whole frame, header included.
     payload_in_file = 1,
+    // A task_block frame cut from a batch of separate tasks: the worker may end it after any
+    // task once it has run for a while, and send the results of the tasks it ran; the pool
+    // sends the rest again (run_block_chunk, PoolCore::Impl::deliver).
+    piece_of_batch = 2,
 };
 // The kernel passes at most 253 descriptors in one message (SCM_MAX_FD).
 inline constexpr std::uint32_t max_frame_fds = 253;

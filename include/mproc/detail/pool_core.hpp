@@ -28,9 +28,12 @@ class PoolCore {
 
     std::size_t processes() const noexcept;
     // Queues task frames of one job, moved from `frames`; their tasks are the job's tasks in
-    // order, from task first_task on. StateError after close() or terminate().
+    // order, from task first_task on. With `batch`, the frames are task_block frames whose
+    // tasks are each a unit of their own (chunksize 1): the pool cuts them into pieces as
+    // it sends them, by the pace of the worker each piece goes to. StateError after close()
+    // or terminate().
     void submit(const std::shared_ptr<Job>& job, std::span<Frame> frames,
-                std::size_t first_task = 0);
+                std::size_t first_task = 0, bool batch = false);
     // apply_async's calls of numbers, gathered into batches: the calls made while the
     // collector was busy travel as one chunk, at the cost of one record each. Adds `record` as
     // one more task of the last chunk submitted, when that is a batch of the same entry and

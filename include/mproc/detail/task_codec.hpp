@@ -86,6 +86,18 @@ class ResultWriter {
         std::memset(bytes.data() + sizeof(FrameHeader), static_cast<int>(ResultStatus::error),
                     tasks);
     }
+    // Ends the block after its first `tasks` tasks: the later ones were not run.
+    template <class R>
+    void end_block_early(std::uint32_t tasks) noexcept {
+        auto& bytes = writer_.buffer();
+        std::byte* block = bytes.data() + sizeof(FrameHeader);
+        const std::size_t fixed = std::size_t{block_tasks_} * (1 + sizeof(R));
+        const std::size_t error_bytes = bytes.size() - sizeof(FrameHeader) - fixed;
+        std::memmove(block + tasks, block + block_tasks_, std::size_t{tasks} * sizeof(R));
+        std::memmove(block + std::size_t{tasks} * (1 + sizeof(R)), block + fixed, error_bytes);
+        bytes.resize(sizeof(FrameHeader) + std::size_t{tasks} * (1 + sizeof(R)) + error_bytes);
+        block_tasks_ = tasks;
+    }
     // Records the running task's value in the block.
     template <class R>
     void block_ok(const R& value) noexcept {
