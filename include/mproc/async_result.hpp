@@ -6,8 +6,8 @@
 #include <exception>
 #include <memory>
 #include <mutex>
-#include <thread>
 #include <optional>
+#include <thread>
 #include <type_traits>
 
 #include "mproc/errors.hpp"
