@@ -20,7 +20,9 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <type_traits>
 #include <typeinfo>
+#include <utility>
 #include <vector>
 
 #include "mproc/resources.hpp"
@@ -395,12 +397,10 @@ TEST_P(PoolTest, KilledWorkerFailsItsTaskOnly) {
     EXPECT_EQ(values, (std::vector<int>{0, 1, 2, 4, 5, 6, 7}));
 }
 
-TEST_P(PoolTest, KilledWorkerFailsOnlyItsTaskOfManyQuickTasksOfChunksizeOne) {
-    mproc::Pool pool(options(2));
-    // Quick tasks of the same function first: the later ones then travel many to a frame.
-    pool.map(kill_self_on_three, std::views::iota(4, 2000), 1);
-    auto results = pool.imap(kill_self_on_three, std::views::iota(-2000, 2000));
-    std::vector<int> values;
+// The values an imap yields, in order, and how many of its tasks failed with WorkerLost.
+template <class Results>
+auto values_and_losses(Results& results) {
+    std::vector<std::decay_t<decltype(*results.begin())>> values;
     int lost = 0;
     for (auto it = results.begin(); it != results.end(); ++it) {
         try {
@@ -409,6 +409,15 @@ TEST_P(PoolTest, KilledWorkerFailsOnlyItsTaskOfManyQuickTasksOfChunksizeOne) {
             ++lost;
         }
     }
+    return std::pair(std::move(values), lost);
+}
+
+TEST_P(PoolTest, KilledWorkerFailsOnlyItsTaskOfManyQuickTasksOfChunksizeOne) {
+    mproc::Pool pool(options(2));
+    // Quick tasks of the same function first: the later ones then travel many to a frame.
+    pool.map(kill_self_on_three, std::views::iota(4, 2000), 1);
+    auto results = pool.imap(kill_self_on_three, std::views::iota(-2000, 2000));
+    const auto [values, lost] = values_and_losses(results);
     EXPECT_EQ(lost, 1);
     std::vector<int> expected;
     for (int i = -2000; i < 2000; ++i) {
@@ -457,15 +466,7 @@ TEST_P(PoolTest, WorkerDeathInTheMiddleOfAChunkOfItemsFailsOnlyTheTaskItHeld) {
     std::vector<std::string> inputs;
     for (int i = 0; i < 20; ++i) inputs.push_back(std::to_string(i));
     auto results = pool.imap(abort_on_ten_text, inputs, 4);
-    std::vector<std::string> values;
-    int lost = 0;
-    for (auto it = results.begin(); it != results.end(); ++it) {
-        try {
-            values.push_back(*it);
-        } catch (const mproc::WorkerLost&) {
-            ++lost;
-        }
-    }
+    const auto [values, lost] = values_and_losses(results);
     EXPECT_EQ(lost, 1);
     inputs.erase(inputs.begin() + 10);
     EXPECT_EQ(values, inputs);
@@ -602,18 +603,24 @@ TEST_P(PoolTest, LongApplyAsyncCallsSpreadOverTheWorkersBeforeTheirPaceIsKnown) 
     EXPECT_EQ(pids.size(), 2u);
 }
 
+// Result i of calls made with inputs 0, 1, 2, ... is i, but for the call at `failing`, which
+// throws Error.
+template <class Error>
+void expect_inputs_back_but(std::vector<mproc::AsyncResult<int>>& results, std::size_t failing) {
+    for (std::size_t i = 0; i < results.size(); ++i) {
+        if (i == failing) {
+            EXPECT_THROW(results[i].get(30s), Error);
+        } else {
+            EXPECT_EQ(results[i].get(30s), static_cast<int>(i));
+        }
+    }
+}
+
 TEST_P(PoolTest, KilledWorkerFailsOnlyItsCallOfTheApplyAsyncCallsMadeTogether) {
     mproc::Pool pool(options(2));
     std::vector<mproc::AsyncResult<int>> results;
     for (int i = 0; i < 8; ++i) results.push_back(pool.apply_async(kill_self_on_three, i));
-    for (int i = 0; i < 8; ++i) {
-        auto& result = results[static_cast<std::size_t>(i)];
-        if (i == 3) {
-            EXPECT_THROW(result.get(30s), mproc::WorkerLost);
-        } else {
-            EXPECT_EQ(result.get(30s), i);
-        }
-    }
+    expect_inputs_back_but<mproc::WorkerLost>(results, 3);
 }
 
 TEST_P(PoolTest, ApplyAsyncCallPastItsTimeoutFailsAloneAmongTheCallsMadeWithIt) {
@@ -623,14 +630,7 @@ TEST_P(PoolTest, ApplyAsyncCallPastItsTimeoutFailsAloneAmongTheCallsMadeWithIt) 
     for (int i = 0; i < 20; ++i) {
         results.push_back(pool.apply_async(sleep_when_negative, i == 7 ? -1 : i));
     }
-    for (int i = 0; i < 20; ++i) {
-        auto& result = results[static_cast<std::size_t>(i)];
-        if (i == 7) {
-            EXPECT_THROW(result.get(30s), mproc::TimeoutError);
-        } else {
-            EXPECT_EQ(result.get(30s), i);
-        }
-    }
+    expect_inputs_back_but<mproc::TimeoutError>(results, 7);
 }
 
 TEST_P(PoolTest, SeveralThreadsMayApplyAsyncAtOnce) {
