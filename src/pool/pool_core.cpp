@@ -21,6 +21,8 @@
 #include "mproc/detail/shared_region.hpp"
 #include "mproc/pool.hpp"
 #include "mproc/resources.hpp"
+#include "os/deadline.hpp"
+#include "os/futex.hpp"
 #include "os/process.hpp"
 #include "os/system_error.hpp"
 #include "pool/chunk.hpp"
@@ -671,10 +673,18 @@ void PoolCore::Impl::terminate_now() {
 
 PoolCore::PoolCore(const PoolOptions& options) : impl_(std::make_unique<Impl>(options)) {
     // As Python's Pool, the constructor returns with the workers started, so that the first
-    // map does not wait for them. Their start is forks, not the user's initializer; the wait is
+    // map does not wait for them: forked, and running (not their initializer). The wait is
     // bounded all the same, since a pool that is slow to start still works.
-    std::unique_lock lock(impl_->mutex);
-    impl_->ready_cv.wait_for(lock, std::chrono::seconds(1), [&] { return impl_->ready; });
+    {
+        std::unique_lock lock(impl_->mutex);
+        impl_->ready_cv.wait_for(lock, std::chrono::seconds(1), [&] { return impl_->ready; });
+    }
+    const Deadline deadline = Deadline::after(std::chrono::seconds(1));
+    for (std::uint32_t slot = 0; slot < impl_->processes; ++slot) {
+        std::atomic<std::uint32_t>& serving = impl_->status(slot).serving;
+        while (serving.load() == 0 && futex_wait(serving, 0, deadline)) {
+        }
+    }
 }
 
 PoolCore::~PoolCore() {

@@ -113,6 +113,7 @@ class Launcher {
         WorkerStatus& status = statuses_[slot];
         status.running.store(0);
         status.sequence.store(0);
+        status.serving.store(0);
         const pid_t pid = workers_by_ == StartMethod::spawn
                               ? spawn_worker(slot, pool_end, worker_end)
                               : fork_worker(status, pool_end, worker_end);

@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "mproc/detail/task_codec.hpp"
+#include "os/futex.hpp"
 #include "transport/socket_link.hpp"
 #include "wire/payload_file_reuse.hpp"
 #include "worker/exception_capture.hpp"
@@ -108,6 +109,8 @@ void refuse_to_serve(Link& pool, int exit_code) noexcept {
 
 void run_worker(std::unique_ptr<Link> pool, WorkerStatus& status, const Frame* initializer) {
     enable_throw_backtraces();
+    status.serving.store(1);
+    futex_wake(status.serving);
     Link& link = *pool;
     if (initializer != nullptr) initialize(*initializer, link);
     ResultBatcher batcher;

@@ -16,6 +16,10 @@ struct WorkerStatus {
     // Set by the pool when it has a task_timeout: only then is started_ns kept, since reading
     // the clock costs more than a tiny task.
     std::atomic<std::uint32_t> timed{0};
+    // 1 once the worker is running and about to serve (before its initializer), 0 while it is
+    // being started: the Pool's constructor waits on it (a futex word), so that the start of
+    // the workers is not paid for by the first map.
+    std::atomic<std::uint32_t> serving{0};
 };
 
 }  // namespace mproc::detail
