@@ -67,19 +67,20 @@ class ProxyBase {
     ManagerEndpoint& endpoint() const;
     std::uint64_t id() const noexcept { return id_; }
 
-    // A proxy travels as plain bytes: the server's address, key and incarnation, and the
-    // container's id. So it reaches any process, through a task, a Queue or another manager
-    // container; the key travels with it, so send proxies only to processes you would give
-    // the key.
+  public:
+    // cereal's hooks. A proxy travels as plain bytes: the server's address, key and
+    // incarnation, and the container's id. So it reaches any process, through a task, a Queue
+    // or another manager container; the key travels with it, so send proxies only to processes
+    // you would give the key.
     template <class Archive>
-    void save_proxy(Archive& archive) const {
+    void save(Archive& archive) const {
         static const std::string none;
         archive(endpoint_ ? endpoint_address(*endpoint_) : none,
                 endpoint_ ? endpoint_authkey(*endpoint_) : none,
                 endpoint_ ? endpoint_incarnation(*endpoint_) : std::uint64_t{0}, id_);
     }
     template <class Archive>
-    void load_proxy(Archive& archive) {
+    void load(Archive& archive) {
         std::string address;
         std::string authkey;
         std::uint64_t incarnation = 0;
@@ -92,6 +93,25 @@ class ProxyBase {
   private:
     std::shared_ptr<ManagerEndpoint> endpoint_;
     std::uint64_t id_ = 0;
+};
+
+// A proxy of a container of one kind holding these types: requests name the container's type
+// signature, which the server checks.
+template <ContainerKind kind, class... Types>
+class ContainerProxy : public ProxyBase {
+  protected:
+    ContainerProxy() = default;
+    ContainerProxy(std::shared_ptr<ManagerEndpoint> endpoint, std::uint64_t id) noexcept
+        : ProxyBase(std::move(endpoint), id) {}
+
+    static std::uint64_t signature() noexcept { return container_signature<Types...>(kind); }
+    ManagerCall start(ManagerOp op) const { return ManagerCall(endpoint(), op, id(), signature()); }
+    template <class... Items>
+    ManagerReply call(ManagerOp op, const Items&... items) const {
+        ManagerCall request = start(op);
+        (request.add(items), ...);
+        return request.send();
+    }
 };
 
 }  // namespace detail
@@ -110,7 +130,7 @@ class ProxyBase {
 // when the server is gone, SerializationError when a key or value cannot be encoded,
 // ContainerTypeError when the container holds other types.
 template <class K, class V>
-class DictProxy : public detail::ProxyBase {
+class DictProxy : public detail::ContainerProxy<detail::ContainerKind::dict, K, V> {
   public:
     // (No mapped_type: cereal would take the proxy for a std::map and try to copy it.)
     using key_type = K;
@@ -227,22 +247,17 @@ class DictProxy : public detail::ProxyBase {
         return request.send().template value<V>();
     }
 
-    template <class Archive>
-    void save(Archive& archive) const {
-        save_proxy(archive);
-    }
-    template <class Archive>
-    void load(Archive& archive) {
-        load_proxy(archive);
-    }
-
   private:
     friend class Manager;
-    using ProxyBase::ProxyBase;
+    using Base = detail::ContainerProxy<detail::ContainerKind::dict, K, V>;
+    using Base::Base;
+    // Names of a dependent base, which unqualified calls would not find.
+    using Base::call;
+    using Base::endpoint;
+    using Base::id;
+    using Base::signature;
+    using Base::start;
 
-    static std::uint64_t signature() noexcept {
-        return detail::container_signature<K, V>(detail::ContainerKind::dict);
-    }
     // The dict's shared memory, when this process can work on it directly.
     detail::LocalDict* local_dict() const {
         return detail::local_dict(endpoint(), id(), signature());
@@ -259,22 +274,13 @@ class DictProxy : public detail::ProxyBase {
         }
         return call(op).template value<Sequence>();
     }
-    detail::ManagerCall start(detail::ManagerOp op) const {
-        return detail::ManagerCall(endpoint(), op, id(), signature());
-    }
-    template <class... T>
-    detail::ManagerReply call(detail::ManagerOp op, const T&... items) const {
-        detail::ManagerCall request(endpoint(), op, id(), signature());
-        (request.add(items), ...);
-        return request.send();
-    }
 };
 
 // A list in the manager's server: append, at, set, size, to_vector. Indices out of range
 // throw std::out_of_range; every call is one round trip to the server; the other errors are as for
 // DictProxy.
 template <class T>
-class ListProxy : public detail::ProxyBase {
+class ListProxy : public detail::ContainerProxy<detail::ContainerKind::list, T> {
   public:
     using value_type = T;
 
@@ -298,34 +304,22 @@ class ListProxy : public detail::ProxyBase {
         return call(detail::ManagerOp::list_items).template value<std::vector<T>>();
     }
 
-    template <class Archive>
-    void save(Archive& archive) const {
-        save_proxy(archive);
-    }
-    template <class Archive>
-    void load(Archive& archive) {
-        load_proxy(archive);
-    }
-
   private:
     friend class Manager;
-    using ProxyBase::ProxyBase;
-
-    static std::uint64_t signature() noexcept {
-        return detail::container_signature<T>(detail::ContainerKind::list);
-    }
-    template <class... Items>
-    detail::ManagerReply call(detail::ManagerOp op, const Items&... items) const {
-        detail::ManagerCall request(endpoint(), op, id(), signature());
-        (request.add(items), ...);
-        return request.send();
-    }
+    using Base = detail::ContainerProxy<detail::ContainerKind::list, T>;
+    using Base::Base;
+    // Names of a dependent base, which unqualified calls would not find.
+    using Base::call;
+    using Base::endpoint;
+    using Base::id;
+    using Base::signature;
+    using Base::start;
 };
 
 // One value in the manager's server: get, set, and update, which runs a sendable f in the
 // server atomically, as DictProxy::update does over TCP (f takes the current T).
 template <class T>
-class ValueProxy : public detail::ProxyBase {
+class ValueProxy : public detail::ContainerProxy<detail::ContainerKind::value, T> {
   public:
     using value_type = T;
 
@@ -348,28 +342,16 @@ class ValueProxy : public detail::ProxyBase {
         return request.send().template value<T>();
     }
 
-    template <class Archive>
-    void save(Archive& archive) const {
-        save_proxy(archive);
-    }
-    template <class Archive>
-    void load(Archive& archive) {
-        load_proxy(archive);
-    }
-
   private:
     friend class Manager;
-    using ProxyBase::ProxyBase;
-
-    static std::uint64_t signature() noexcept {
-        return detail::container_signature<T>(detail::ContainerKind::value);
-    }
-    template <class... Items>
-    detail::ManagerReply call(detail::ManagerOp op, const Items&... items) const {
-        detail::ManagerCall request(endpoint(), op, id(), signature());
-        (request.add(items), ...);
-        return request.send();
-    }
+    using Base = detail::ContainerProxy<detail::ContainerKind::value, T>;
+    using Base::Base;
+    // Names of a dependent base, which unqualified calls would not find.
+    using Base::call;
+    using Base::endpoint;
+    using Base::id;
+    using Base::signature;
+    using Base::start;
 };
 
 // A first-in first-out queue in the manager's server, with Queue<T>'s interface. Unlike
@@ -377,7 +359,7 @@ class ValueProxy : public detail::ProxyBase {
 // plain bytes; a blocking get or put waits in the server without holding it up for others.
 // A process that dies while it waits takes nothing from the queue.
 template <class T>
-class QueueProxy : public detail::ProxyBase {
+class QueueProxy : public detail::ContainerProxy<detail::ContainerKind::queue, T> {
   public:
     using value_type = T;
 
@@ -427,30 +409,25 @@ class QueueProxy : public detail::ProxyBase {
     // take the items left, then get StateError.
     void close() { call(detail::ManagerOp::queue_close); }
 
-    template <class Archive>
-    void save(Archive& archive) const {
-        save_proxy(archive);
-    }
-    template <class Archive>
-    void load(Archive& archive) {
-        load_proxy(archive);
-    }
-
   private:
     friend class Manager;
-    using ProxyBase::ProxyBase;
+    using Base = detail::ContainerProxy<detail::ContainerKind::queue, T>;
+    using Base::Base;
+    // Names of a dependent base, which unqualified calls would not find.
+    using Base::call;
+    using Base::endpoint;
+    using Base::id;
+    using Base::signature;
+    using Base::start;
 
-    static std::uint64_t signature() noexcept {
-        return detail::container_signature<T>(detail::ContainerKind::queue);
-    }
     void put_for(const T& value, std::optional<std::chrono::nanoseconds> timeout) {
-        detail::ManagerCall request(endpoint(), detail::ManagerOp::queue_put, id(), signature());
+        detail::ManagerCall request = start(detail::ManagerOp::queue_put);
         request.add_timeout(timeout);
         request.add(value);
         request.send();
     }
     T get_for(std::optional<std::chrono::nanoseconds> timeout) {
-        detail::ManagerCall request(endpoint(), detail::ManagerOp::queue_get, id(), signature());
+        detail::ManagerCall request = start(detail::ManagerOp::queue_get);
         request.add_timeout(timeout);
         return request.send().template value<T>();
     }
@@ -459,10 +436,6 @@ class QueueProxy : public detail::ProxyBase {
         const auto size = reply.value<std::uint64_t>();
         const auto maxsize = reply.value<std::uint64_t>();
         return {static_cast<std::size_t>(size), static_cast<std::size_t>(maxsize)};
-    }
-    detail::ManagerReply call(detail::ManagerOp op) const {
-        detail::ManagerCall request(endpoint(), op, id(), signature());
-        return request.send();
     }
 };
 
@@ -496,15 +469,6 @@ class LockProxy : public detail::ProxyBase {
         return acquire(deadline - Clock::now());
     }
     void unlock() { release(); }
-
-    template <class Archive>
-    void save(Archive& archive) const {
-        save_proxy(archive);
-    }
-    template <class Archive>
-    void load(Archive& archive) {
-        load_proxy(archive);
-    }
 
   private:
     friend class Manager;
