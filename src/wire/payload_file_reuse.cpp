@@ -70,7 +70,7 @@ class PayloadFileReuse {
         std::lock_guard lock(mutex_);
         // Only a file this process made goes through release(), which counts it back.
         if (file.owner_pid_ != ::getpid() || file.received_) return false;
-        if (!std::exchange(const_cast<PayloadFile&>(file).lent_, true)) ++lent_files_;
+        if (!std::exchange(file.lent_, true)) ++lent_files_;
         return true;
     }
 

@@ -61,7 +61,9 @@ class PayloadFile {
     std::byte* data_ = nullptr;
     int owner_pid_ = 0;      // the process that made or received it; not a child forked since
     bool received_ = false;  // adopted from a sender, to whom it is handed back
-    bool lent_ = false;      // counted as held by a pool (under PayloadFileReuse's lock)
+    // Counted as held by a pool: bookkeeping of PayloadFileReuse, under its lock, on a file that
+    // frames share as const.
+    mutable bool lent_ = false;
 };
 
 }  // namespace mproc::detail
