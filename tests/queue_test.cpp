@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <numeric>
@@ -294,6 +295,182 @@ TEST(Queue, AGetterKeepsBeingWokenAfterAPutterIsKilledInTheMiddleOfPuts) {
     }
     work.put({});
     ASSERT_TRUE(getter.join(30s));
+}
+
+// --- A putter and a getter on different CPUs: each side has its own lock -------------------
+
+// An item that says which it is: `number` in every int, so that a torn item shows.
+std::vector<int> numbered_item(int number, std::size_t ints) {
+    return std::vector<int>(ints, number);
+}
+bool is_whole(const std::vector<int>& item) {
+    return std::all_of(item.begin(), item.end(), [&](int value) { return value == item[0]; });
+}
+
+TEST(Queue, AGetterInAnotherProcessTakesEveryItemWholeAndInOrderWhileTheRingGrowsManyTimes) {
+    Queue<std::vector<int>> queue;
+    constexpr int doublings = 22;  // up to 4 Mi ints, from an initial ring of 64 KiB
+    constexpr int small_between = 40;
+    Process producer([queue]() mutable {
+        int number = 0;
+        for (int doubling = 0; doubling < doublings; ++doubling) {
+            for (int i = 0; i < small_between; ++i) queue.put(numbered_item(number++, 3));
+            queue.put(numbered_item(number++, std::size_t{1} << doubling));
+        }
+    });
+    producer.start();
+    int number = 0;
+    for (int doubling = 0; doubling < doublings; ++doubling) {
+        for (int i = 0; i <= small_between; ++i) {
+            const auto item = queue.get(60s);
+            const std::size_t expected_ints = i < small_between ? 3 : std::size_t{1} << doubling;
+            ASSERT_EQ(item.size(), expected_ints);
+            ASSERT_EQ(item.front(), number++);
+            ASSERT_TRUE(is_whole(item));
+        }
+    }
+    ASSERT_TRUE(producer.join(60s));
+    EXPECT_EQ(producer.exitcode(), 0);
+    EXPECT_TRUE(queue.empty());
+}
+
+constexpr int put_after_the_kill = 1'000'000;
+
+// Gets numbered items until an empty one, and reports how many came from the producer (numbers
+// from 0 up without a gap, each whole), then how many of those put after the kill followed them,
+// in order; -1 for an item out of place or torn.
+void check_numbered_items(Queue<std::vector<int>> work, Queue<int> report) {
+    int produced = 0;
+    int afterwards = 0;
+    for (auto item = work.get(); !item.empty(); item = work.get()) {
+        if (!is_whole(item)) {
+            report.put(-1);
+            return;
+        }
+        if (item[0] < put_after_the_kill && item[0] == produced && afterwards == 0) {
+            ++produced;
+        } else if (item[0] == put_after_the_kill + afterwards) {
+            ++afterwards;
+        } else {
+            report.put(-1);
+            return;
+        }
+    }
+    report.put(produced);
+    report.put(afterwards);
+}
+
+TEST(Queue, APutterKilledInTheMiddleOfPutsWhileAnotherProcessGetsLeavesWholeItemsInOrder) {
+    for (int attempt = 0; attempt < 4; ++attempt) {
+        Queue<std::vector<int>> work;
+        Queue<int> report;
+        Process getter(check_numbered_items, work, report);
+        Process producer([work]() mutable {
+            for (int number = 0; number < put_after_the_kill; ++number) {
+                work.put(numbered_item(number, 16 * 1024));
+            }
+        });
+        getter.start();
+        producer.start();
+        std::this_thread::sleep_for(std::chrono::milliseconds(5 + 10 * attempt));
+        producer.kill();
+        ASSERT_TRUE(producer.join(30s));
+        for (int number = 0; number < 3; ++number) {
+            work.put(numbered_item(put_after_the_kill + number, 8));
+        }
+        work.put({});
+        const int produced = report.get(60s);
+        ASSERT_GE(produced, 0) << "an item came torn or out of order";
+        EXPECT_EQ(report.get(60s), 3) << "items put after the kill went missing";
+        ASSERT_TRUE(getter.join(30s));
+    }
+}
+
+TEST(Queue, AGetterAsleepGetsTheNextPutterItemsAfterAPutterDiesHoldingThePutLock) {
+    Queue<std::vector<char>> work;
+    Queue<int> sizes;
+    Process getter([work, sizes]() mutable {
+        for (auto item = work.get(); !item.empty(); item = work.get()) {
+            sizes.put(static_cast<int>(item.size()));
+        }
+    });
+    getter.start();
+    for (int attempt = 0; attempt < 3; ++attempt) {
+        std::this_thread::sleep_for(20ms);  // the getter is asleep on the empty queue
+        // Once its item is built, most of this putter's life is spent copying it into the ring,
+        // under the put lock: it dies there, most attempts.
+        Queue<int> item_built;
+        Process doomed([work, item_built]() mutable {
+            auto item = block_of(64u << 20, 'd');
+            item_built.put(1);
+            work.put(item);
+        });
+        doomed.start();
+        item_built.get(30s);
+        std::this_thread::sleep_for(std::chrono::milliseconds(20 + 10 * attempt));
+        doomed.kill();
+        ASSERT_TRUE(doomed.join(30s));
+        Process next([work]() mutable { work.put(block_of(10, 'n')); });
+        next.start();
+        int size = sizes.get(30s);
+        while (size != 10) size = sizes.get(30s);  // after the doomed one's item, if it got in
+        ASSERT_TRUE(next.join(30s));
+    }
+    work.put({});
+    ASSERT_TRUE(getter.join(30s));
+}
+
+TEST(Queue, CloseRacingPutsAndGetsLeavesEveryItemPutToTheGettersInOrder) {
+    for (int attempt = 0; attempt < 3; ++attempt) {
+        Queue<int> work(attempt == 0 ? 0 : 8);  // unbounded, then bounded: putters wait too
+        Queue<int> put_counts;
+        Queue<int> got_counts;
+        constexpr int putters = 2;
+        constexpr int getters = 2;
+        std::vector<Process> processes;
+        for (int p = 0; p < putters; ++p) {
+            processes.emplace_back([work, put_counts, p]() mutable {
+                int put = 0;
+                try {
+                    for (;; ++put) work.put(p * 10'000'000 + put);
+                } catch (const mproc::StateError&) {
+                    put_counts.put(put);
+                }
+            });
+        }
+        for (int g = 0; g < getters; ++g) {
+            processes.emplace_back([work, got_counts]() mutable {
+                int got = 0;
+                std::vector<int> last(putters, -1);
+                try {
+                    for (;; ++got) {
+                        const int item = work.get();
+                        const int putter = item / 10'000'000;
+                        if (item % 10'000'000 <= last[putter]) {
+                            got_counts.put(-1);  // one putter's items out of order
+                            return;
+                        }
+                        last[putter] = item % 10'000'000;
+                    }
+                } catch (const mproc::StateError&) {
+                    got_counts.put(got);
+                }
+            });
+        }
+        for (auto& process : processes) process.start();
+        std::this_thread::sleep_for(std::chrono::milliseconds(20 + 10 * attempt));
+        work.close();
+        long put = 0;
+        long got = 0;
+        for (int p = 0; p < putters; ++p) put += put_counts.get(60s);
+        for (int g = 0; g < getters; ++g) {
+            const int count = got_counts.get(60s);
+            ASSERT_GE(count, 0) << "a getter took one putter's items out of order";
+            got += count;
+        }
+        EXPECT_EQ(got, put);
+        for (auto& process : processes) ASSERT_TRUE(process.join(30s));
+    }
 }
 
 TEST(Queue, ProcessesTakingTurnsThroughTwoQueuesMissNoWakeUp) {

@@ -1,6 +1,7 @@
 #include "mproc/detail/queue_core.hpp"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -398,6 +399,15 @@ struct QueueCore::Impl {
         return head < seen_tail;
     }
 
+    // Under the get lock, the queue empty: a putter is often about to put, on another CPU or
+    // preempted on this one, and a sleep costs two system calls and a wake-up, and on one CPU
+    // lets the getter preempt the putter for every item. So first let the putter run.
+    void yield_to_putters() {
+        unlock_get();
+        ::sched_yield();
+        lock_get();
+    }
+
     // Under the get lock, the queue empty: sleeps until a put may have brought an item, with the
     // get lock released meanwhile. False if the deadline passed.
     bool wait_for_item(const Deadline& deadline) {
@@ -578,9 +588,15 @@ bool QueueCore::get(Timeout timeout, std::vector<std::byte>& out) {
     const Deadline deadline = Deadline::from(timeout);
     Impl& impl = *impl_;
     GetLock lock(impl);
+    bool yielded = false;
     while (!impl.has_item()) {
         if (impl.header().closed.load() != 0) {
             throw StateError("mproc: get() on a queue that is closed and empty");
+        }
+        if (!yielded && !deadline.passed()) {
+            impl.yield_to_putters();
+            yielded = true;
+            continue;
         }
         if (!impl.wait_for_item(deadline) && deadline.passed() && !impl.has_item()) {
             return false;
