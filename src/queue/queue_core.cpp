@@ -51,14 +51,16 @@ using ItemSize = std::uint64_t;
 // get lock. But a put publishes its tail, then reads the getters' tally, all under the put lock,
 // so a getter registers, lets the get lock go, passes through the put lock, and only then reads
 // the tail to decide to sleep: each put's hold of the put lock comes wholly before that passage,
-// and the getter finds its item, or wholly after, and the putter finds the getter registered,
-// takes the get lock and wakes it. No put pays for a fence; a getter going to sleep pays one
-// passage through the put lock, small beside the sleep.
+// and the getter finds its item, or wholly after, and the putter finds the getter registered
+// (the tally it reads may be newer, but until a bump reaches the getter, the invariant keeps
+// waiting > woken in it), takes the get lock and wakes it. No put pays for a fence; a getter
+// going to sleep pays one passage through the put lock, small beside the sleep.
 //
 // A process that dies holding the get lock may leave woken too high (it counted a wake-up it did
 // not send); one that dies holding the put lock may have published an item without waking a
-// getter. The first process to take that lock afterwards sets every woken to 0, which the
-// invariant always allows, and wakes every sleeper.
+// getter, or counted a wake-up it had not yet sent (a putter sends it after letting the get lock
+// go, still holding the put lock). The first process to take that lock afterwards sets every
+// woken to 0, which the invariant always allows, and wakes every sleeper.
 struct Sleepers {
     std::atomic<std::uint32_t> word;  // the futex; each wake-up bumps it
     // Registered sleepers, dead ones included, in the high half; wake-ups not yet acknowledged

@@ -21,9 +21,10 @@ std::optional<std::chrono::nanoseconds> to_timeout(std::chrono::duration<Rep, Pe
 }
 
 // The bytes of a queue, shared by every process that holds it: a fixed header (a robust
-// process-shared mutex, counters, futex words) and a ring of length-prefixed items that grows to
-// fit whatever is put. Items are in shared memory once put, so a process that dies after a put
-// loses nothing, and one that dies holding the queue's lock leaves it usable.
+// process-shared mutex for putters and one for getters, positions, counters, futex words) and a
+// ring of length-prefixed items that grows to fit whatever is put. Items are in shared memory
+// once put, so a process that dies after a put loses nothing, and one that dies holding either
+// lock leaves the queue usable.
 //
 // A timeout of nullopt waits for ever; zero does not wait.
 class QueueCore {
