@@ -309,7 +309,7 @@ bool is_whole(const std::vector<int>& item) {
 
 TEST(Queue, AGetterInAnotherProcessTakesEveryItemWholeAndInOrderWhileTheRingGrowsManyTimes) {
     Queue<std::vector<int>> queue;
-    constexpr int doublings = 22;  // up to 4 Mi ints, from an initial ring of 64 KiB
+    constexpr int doublings = 22;  // up to 2 Mi ints, 8 MiB, from an initial ring of 64 KiB
     constexpr int small_between = 40;
     Process producer([queue]() mutable {
         int number = 0;
