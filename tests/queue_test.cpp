@@ -223,6 +223,19 @@ void forward(Queue<int> from, Queue<int> to) {
     for (int item = from.get(); item >= 0; item = from.get()) to.put(item);
 }
 
+// Reports the size of each block it takes, until it takes an empty one.
+void report_sizes(Queue<std::vector<char>> from, Queue<int> sizes) {
+    for (auto item = from.get(); !item.empty(); item = from.get()) {
+        sizes.put(static_cast<int>(item.size()));
+    }
+}
+
+// Waits for `size` among the sizes reported, skipping those of blocks put before it.
+void wait_for_size(Queue<int>& sizes, int size) {
+    int reported = sizes.get(30s);
+    while (reported != size) reported = sizes.get(30s);
+}
+
 TEST(Queue, PutsInQuickSuccessionWakeEveryGetterAsleep) {
     Queue<int> work;
     Queue<int> results;
@@ -272,11 +285,7 @@ TEST(Queue, GettersKilledAsleepOrJustWokenKeepNoOtherGetterAsleep) {
 TEST(Queue, AGetterKeepsBeingWokenAfterAPutterIsKilledInTheMiddleOfPuts) {
     Queue<std::vector<char>> work;
     Queue<int> sizes;
-    Process getter([work, sizes]() mutable {
-        for (auto item = work.get(); !item.empty(); item = work.get()) {
-            sizes.put(static_cast<int>(item.size()));
-        }
-    });
+    Process getter(report_sizes, work, sizes);
     getter.start();
     for (int attempt = 0; attempt < 4; ++attempt) {
         Process producer([work]() mutable {
@@ -289,8 +298,7 @@ TEST(Queue, AGetterKeepsBeingWokenAfterAPutterIsKilledInTheMiddleOfPuts) {
         for (int i = 0; i < 3; ++i) {
             std::this_thread::sleep_for(10ms);
             work.put(block_of(10, 'z'));
-            int size = sizes.get(30s);
-            while (size != 10) size = sizes.get(30s);
+            wait_for_size(sizes, 10);
         }
     }
     work.put({});
@@ -389,11 +397,7 @@ TEST(Queue, APutterKilledInTheMiddleOfPutsWhileAnotherProcessGetsLeavesWholeItem
 TEST(Queue, AGetterAsleepGetsTheNextPutterItemsAfterAPutterDiesHoldingThePutLock) {
     Queue<std::vector<char>> work;
     Queue<int> sizes;
-    Process getter([work, sizes]() mutable {
-        for (auto item = work.get(); !item.empty(); item = work.get()) {
-            sizes.put(static_cast<int>(item.size()));
-        }
-    });
+    Process getter(report_sizes, work, sizes);
     getter.start();
     for (int attempt = 0; attempt < 3; ++attempt) {
         std::this_thread::sleep_for(20ms);  // the getter is asleep on the empty queue
@@ -412,8 +416,7 @@ TEST(Queue, AGetterAsleepGetsTheNextPutterItemsAfterAPutterDiesHoldingThePutLock
         ASSERT_TRUE(doomed.join(30s));
         Process next([work]() mutable { work.put(block_of(10, 'n')); });
         next.start();
-        int size = sizes.get(30s);
-        while (size != 10) size = sizes.get(30s);  // after the doomed one's item, if it got in
+        wait_for_size(sizes, 10);  // after the doomed one's item, if it got in
         ASSERT_TRUE(next.join(30s));
     }
     work.put({});

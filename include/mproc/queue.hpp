@@ -24,8 +24,8 @@ namespace mproc {
 // exactly once, whatever its size.
 //
 // An item is copied into the queue when it is put: a process that dies afterwards loses
-// nothing it put, and one that dies while it holds the queue's lock (in the middle of a put or
-// a get) leaves the queue working for the others. A T that holds a handle (SharedArray, Queue)
+// nothing it put, and one that dies in the middle of a put or a get, holding one of the queue's
+// two locks, leaves the queue working for the others. A T that holds a handle (SharedArray, Queue)
 // cannot be put: pass handles as task or Process arguments.
 template <class T>
 class Queue {

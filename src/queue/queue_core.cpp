@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstring>
+#include <exception>
 #include <string>
 
 #include "mproc/detail/shared_region.hpp"
@@ -295,25 +296,32 @@ struct QueueCore::Impl {
             unlock_get();
             return true;
         }
-        const std::uint32_t seen = h.putters.word.load();
-        h.putters.tally.fetch_add(Sleepers::one_waiting);
-        unlock_get();
-        unlock_put();
         bool woken = true;
         try {
-            woken = futex_wait(h.putters.word, seen, deadline);
+            woken = sleep_holding_both(h.putters, deadline);
         } catch (...) {
-            relock_both(h.putters, seen);
             unlock_get();
             throw;
         }
-        relock_both(h.putters, seen);
         unlock_get();
         return woken || !deadline.passed() || below_maxsize();
     }
 
-    // A putter or joiner back from sleep: takes both locks again, as it held them to register.
-    void relock_both(Sleepers& sleepers, std::uint32_t seen) {
+    // Under both locks, for a putter or a joiner, which register under both (see Sleepers):
+    // sleeps on sleepers until woken or the deadline, with both locks released meanwhile, and
+    // holds both again when it returns or throws. False if the deadline passed.
+    bool sleep_holding_both(Sleepers& sleepers, const Deadline& deadline) {
+        const std::uint32_t seen = sleepers.word.load();
+        sleepers.tally.fetch_add(Sleepers::one_waiting);
+        unlock_get();
+        unlock_put();
+        bool woken = true;
+        std::exception_ptr failed;
+        try {
+            woken = futex_wait(sleepers.word, seen, deadline);
+        } catch (...) {
+            failed = std::current_exception();
+        }
         lock_put();
         try {
             lock_get_holding_put();
@@ -322,6 +330,8 @@ struct QueueCore::Impl {
             throw;
         }
         settle(sleepers, seen);
+        if (failed) std::rethrow_exception(failed);
+        return woken;
     }
 
     // Under the put lock: copies the item in after the last, then publishes it.
@@ -492,29 +502,20 @@ struct QueueCore::Impl {
 
 namespace {
 
-// Holds a queue's put lock for a scope, with this process's view of the ring up to date.
-class PutLock {
+// Holds one of a queue's locks for a scope, with this process's view of the ring up to date.
+template <void (QueueCore::Impl::*lock)(), void (QueueCore::Impl::*unlock)() noexcept>
+class SideLock {
   public:
-    explicit PutLock(QueueCore::Impl& impl) : impl_(impl) { impl_.lock_put(); }
-    ~PutLock() { impl_.unlock_put(); }
-    PutLock(const PutLock&) = delete;
-    PutLock& operator=(const PutLock&) = delete;
+    explicit SideLock(QueueCore::Impl& impl) : impl_(impl) { (impl_.*lock)(); }
+    ~SideLock() { (impl_.*unlock)(); }
+    SideLock(const SideLock&) = delete;
+    SideLock& operator=(const SideLock&) = delete;
 
   private:
     QueueCore::Impl& impl_;
 };
-
-// Holds a queue's get lock for a scope, with this process's view of the ring up to date.
-class GetLock {
-  public:
-    explicit GetLock(QueueCore::Impl& impl) : impl_(impl) { impl_.lock_get(); }
-    ~GetLock() { impl_.unlock_get(); }
-    GetLock(const GetLock&) = delete;
-    GetLock& operator=(const GetLock&) = delete;
-
-  private:
-    QueueCore::Impl& impl_;
-};
+using PutLock = SideLock<&QueueCore::Impl::lock_put, &QueueCore::Impl::unlock_put>;
+using GetLock = SideLock<&QueueCore::Impl::lock_get, &QueueCore::Impl::unlock_get>;
 
 // Holds both locks, which mends whatever counts a dead holder left off.
 class BothLocks {
@@ -651,18 +652,7 @@ bool QueueCore::join(Timeout timeout) {
     QueueHeader& h = impl.header();
     BothLocks lock(impl);
     while (impl.unfinished() != 0) {
-        const std::uint32_t seen = h.joiners.word.load();
-        h.joiners.tally.fetch_add(Sleepers::one_waiting);
-        impl.unlock_get();
-        impl.unlock_put();
-        bool woken = true;
-        try {
-            woken = futex_wait(h.joiners.word, seen, deadline);
-        } catch (...) {
-            impl.relock_both(h.joiners, seen);
-            throw;
-        }
-        impl.relock_both(h.joiners, seen);
+        const bool woken = impl.sleep_holding_both(h.joiners, deadline);
         if (!woken && deadline.passed() && impl.unfinished() != 0) return false;
     }
     return true;
