@@ -2,6 +2,7 @@
 
 #include "mproc/pool.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -14,6 +15,7 @@
 #include <limits>
 #include <list>
 #include <map>
+#include <numeric>
 #include <ranges>
 #include <set>
 #include <stdexcept>
@@ -116,6 +118,45 @@ int waits_for_go(long long key) {
         if (::access(go.c_str(), F_OK) == 0) return 1;
     }
     return 0;
+}
+
+// The log of which tasks of test process `pid` ran (see logs_its_run).
+std::string run_log(long long pid) {
+    return "/tmp/mproc_pool_test_runs_" + std::to_string(pid);
+}
+constexpr long long run_keys_per_test = 1 << 20;
+constexpr int task_that_kills_its_worker = 1500;
+
+// Task key % run_keys_per_test of test process key / run_keys_per_test: appends its number to
+// that test's run log (one write, so that runs in several workers never interleave), and kills
+// its worker when it is task_that_kills_its_worker.
+int logs_its_run(long long key) {
+    const int task = static_cast<int>(key % run_keys_per_test);
+    const std::string log = run_log(key / run_keys_per_test);
+    const int fd = ::open(log.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || ::write(fd, &task, sizeof task) != sizeof task) std::abort();
+    ::close(fd);
+    if (task == task_that_kills_its_worker) ::raise(SIGKILL);
+    return task;
+}
+
+// Keys for logs_its_run: tasks 0 to n - 1 of this test process, whose run log starts empty.
+std::vector<long long> logged_tasks(int n) {
+    std::remove(run_log(::getpid()).c_str());
+    std::vector<long long> keys;
+    for (int task = 0; task < n; ++task) keys.push_back(::getpid() * run_keys_per_test + task);
+    return keys;
+}
+
+// How many times each of tasks 0 to n - 1 of this test process ran; removes the log.
+std::vector<int> runs_logged(int n) {
+    std::vector<int> runs(static_cast<std::size_t>(n));
+    std::ifstream log(run_log(::getpid()), std::ios::binary);
+    for (int task; log.read(reinterpret_cast<char*>(&task), sizeof task);) {
+        if (task >= 0 && task < n) ++runs[static_cast<std::size_t>(task)];
+    }
+    std::remove(run_log(::getpid()).c_str());
+    return runs;
 }
 
 int fail_when_odd(int x) {
@@ -424,6 +465,78 @@ TEST_P(PoolTest, KilledWorkerFailsOnlyItsTaskOfManyQuickTasksOfChunksizeOne) {
         if (i != 3) expected.push_back(i);
     }
     EXPECT_EQ(values, expected);
+}
+
+// A map of chunk size 1 lets free workers take its tasks a few at a time, as the threads of
+// a thread pool do, and return their results together: these tests hold it to the contract of
+// any other map.
+TEST_P(PoolTest, MapOfChunksizeOneOverManyThousandTasksReturnsEveryResultInOrder) {
+    mproc::Pool pool(options(2));
+    std::vector<int> expected;
+    for (int i = 0; i < 10000; ++i) expected.push_back(i * i);
+    EXPECT_EQ(pool.map(square, std::views::iota(0, 10000), 1), expected);
+}
+
+TEST_P(PoolTest, MapOfChunksizeOneRaisesTheErrorOfItsFirstFailingTaskInInputOrder) {
+    mproc::Pool pool(options(2));
+    try {
+        pool.map(fail_when_odd, std::views::iota(0, 300), 1);
+        FAIL() << "expected a RemoteError";
+    } catch (const mproc::RemoteError& error) {
+        EXPECT_EQ(error.type_name(), "std::invalid_argument");
+        EXPECT_EQ(error.message(), "odd 1");
+    }
+    EXPECT_EQ(pool.map(square, std::views::iota(0, 3000), 1).back(), 2999 * 2999);
+}
+
+TEST_P(PoolTest, MapOfChunksizeOneWhoseTaskKillsItsWorkerFailsWithWorkerLostAndRunsEveryOtherTask) {
+    mproc::Pool pool(options(2));
+    constexpr int tasks = 3000;
+    try {
+        pool.map(logs_its_run, logged_tasks(tasks), 1);
+        FAIL() << "expected WorkerLost";
+    } catch (const mproc::WorkerLost& lost) {
+        EXPECT_EQ(lost.signal(), SIGKILL);
+    }
+    const auto runs = runs_logged(tasks);
+    for (int task = 0; task < tasks; ++task) {
+        // Tasks that the dead worker ran before it died, their results unsent, ran again.
+        if (task == task_that_kills_its_worker) {
+            EXPECT_EQ(runs[static_cast<std::size_t>(task)], 1)
+                << "the task that killed its worker ran again";
+        } else {
+            EXPECT_GE(runs[static_cast<std::size_t>(task)], 1) << "task " << task << " never ran";
+        }
+    }
+    EXPECT_EQ(pool.map(square, std::views::iota(0, 3000), 1).back(), 2999 * 2999);
+}
+
+TEST_P(PoolTest, MapOfChunksizeOneWhoseTaskRunsPastTheTimeoutFailsWithTimeoutError) {
+    mproc::Pool pool(options(2, {.task_timeout = 300ms}));
+    std::vector<int> values(2000);
+    std::iota(values.begin(), values.end(), 0);
+    values[1500] = -1;
+    EXPECT_THROW(pool.map(sleep_when_negative, values, 1), mproc::TimeoutError);
+    EXPECT_EQ(pool.map(square, std::views::iota(0, 3000), 1).back(), 2999 * 2999);
+}
+
+TEST_P(PoolTest, MapsOfChunksizeOneFromSeveralThreadsAtOnceAmongOtherCalls) {
+    mproc::Pool pool(options(2));
+    std::vector<std::thread> threads;
+    std::vector<long long> sums(4);
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&, t] {
+            long long sum = 0;
+            if (t % 2 == 0) {
+                for (int value : pool.map(square, std::views::iota(0, 5000), 1)) sum += value;
+            } else {
+                for (int value : pool.imap(square, std::views::iota(0, 5000), 7)) sum += value;
+            }
+            sums[static_cast<std::size_t>(t)] = sum;
+        });
+    }
+    for (auto& thread : threads) thread.join();
+    for (long long sum : sums) EXPECT_EQ(sum, 41654167500LL);
 }
 
 TEST_P(PoolTest, WorkerThatCallsExitFailsItsTaskWithTheExitCode) {

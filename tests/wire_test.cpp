@@ -669,6 +669,33 @@ TEST(Block, TasksOfNumbersRunIntoABlockOfResults) {
     EXPECT_EQ(outcomes.errors, std::vector<std::string>(3));
 }
 
+TEST(Block, PairsTuplesAndArraysOfNumbersTravelAsTheirNumbersBackToBack) {
+    using Range = std::pair<std::int64_t, std::int64_t>;
+    using Weights = std::array<std::tuple<char, double>, 2>;
+    auto weigh = [](Range range, Weights weights) {
+        double total = static_cast<double>(range.second - range.first);
+        for (const auto& [kind, weight] : weights) total += kind * weight;
+        return total;
+    };
+    using Weigh = decltype(weigh);
+    using Args = std::tuple<Range, Weights>;
+    BlockTaskEncoder<Weigh, Args> encoder(weigh, 2);
+    encoder.add(Args{{10, 30}, {{{1, 0.5}, {2, 0.25}}}});
+    encoder.add(Args{{-4, 4}, {{{3, 1.0}, {0, 9.0}}}});
+    const Frame tasks = encoder.finish();
+    EXPECT_EQ(tasks.kind(), FrameKind::task_block);
+    // The numbers only: no padding after a char, no tuple or array machinery.
+    EXPECT_EQ(tasks.payload().size(), 2 * (2 * sizeof(std::int64_t) + 2 * (1 + sizeof(double))));
+    ResultWriter out(1, nullptr);
+    mproc::detail::run_block_chunk<Weigh, Args>(tasks, out);
+    const Frame results = out.finish();
+    std::vector<double> values;
+    ResultBlock<double>(2, results.payload())
+        .for_each([&](std::uint32_t, double value) { values.push_back(value); },
+                  [](std::uint32_t, std::exception_ptr) { ADD_FAILURE() << "a task failed"; });
+    EXPECT_EQ(values, (std::vector<double>{21.0, 11.0}));
+}
+
 TEST(Block, EachFailedTaskKeepsItsOwnError) {
     const Frame results = run_block({{1, 0}, {2, 2}, {3, 0}, {4, 2}});
     const Outcomes outcomes = read_block(4, results.payload());

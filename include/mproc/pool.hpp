@@ -296,8 +296,9 @@ class Pool {
             }
             auto [job, result] = make_job(tasks);
             // Tasks of numbers asked for one at a time travel as batches that the pool cuts
-            // by the workers' pace: a frame per task would cost more than a quick task, and
-            // pieces still go one task at a time while tasks are long or their pace unknown.
+            // by the workers' pace (or, for a map, that free workers claim a few tasks at a
+            // time): a frame per task would cost more than a quick task, and tasks still go
+            // one at a time while they are long or their pace unknown.
             const bool cuttable = detail::block_layout<F, ArgTuple> && chunksize == 1;
             encode_chunks<F, ArgTuple>(f, inputs, tasks,
                                        cuttable ? detail::max_default_chunk : chunksize, as_args,

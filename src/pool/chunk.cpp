@@ -38,6 +38,25 @@ Chunk slice(const Chunk& chunk, std::uint32_t begin, std::uint32_t end) {
     return part;
 }
 
+Chunk claim_chunk(const Chunk& batch, std::uint64_t generation) {
+    const FrameHeader header = batch.frame->header();
+    const auto payload = batch.frame->payload();
+    const std::size_t record = payload.size() / header.item_count;
+    FrameWriter writer(FrameKind::task_block, 0, header.entry, header.function);
+    writer.buffer().append(&generation, sizeof generation);
+    writer.buffer().append(payload.data() + batch.taken * record, batch.tasks() * record);
+    Chunk claim;
+    claim.job = batch.job;
+    claim.first_task = batch.first_task;
+    claim.claimed = true;
+    claim.frame =
+        std::make_shared<Frame>(finish_block(writer, FrameKind::task_block, batch.tasks()));
+    FrameHeader flagged = claim.frame->header();
+    flagged.flags |= claimed_from_board;
+    std::memcpy(claim.frame->bytes.data(), &flagged, sizeof flagged);
+    return claim;
+}
+
 void mark_piece(Chunk& chunk) {
     FrameHeader header = chunk.frame->header();
     header.flags |= piece_of_batch;

@@ -28,6 +28,13 @@ struct Chunk {
     // the chunk's (first_task has moved past them). Only a batch is ever cut this way, and
     // the collector never sends such a frame whole.
     std::uint32_t taken = 0;
+    // A batch of a map's tasks, which the workers may take from the pool's claim board
+    // themselves (PoolCore::Impl, Claim) rather than be sent in pieces: nobody waits for any of
+    // its results before the last.
+    bool claimable = false;
+    // Sent to a worker to take tasks from the claim board: its results are those the worker
+    // took, whichever they are.
+    bool claimed = false;
 
     std::uint32_t tasks() const noexcept { return frame->header().item_count - taken; }
     // Fails every task of the chunk with error.
@@ -37,6 +44,10 @@ struct Chunk {
 // A chunk of tasks [begin, end) of chunk: the same entry and function, those tasks' argument
 // bytes, and all of the chunk's descriptors (tasks name descriptors by their index in it).
 Chunk slice(const Chunk& chunk, std::uint32_t begin, std::uint32_t end);
+
+// The frame that opens batch's remaining tasks to a worker for claims on the board's
+// `generation` (claimed_from_board): their records, behind that generation.
+Chunk claim_chunk(const Chunk& batch, std::uint64_t generation);
 
 // Flags the chunk's frame piece_of_batch: the worker may end it early.
 void mark_piece(Chunk& chunk);

@@ -101,6 +101,23 @@ struct Worker {
     bool killed_for_timeout = false;
 };
 
+// The batch of a map's tasks that the workers take from the claim board, while one is open.
+// Each worker free when it opens, or freed while tasks are left, is sent the whole batch
+// (claim_chunk) and takes tasks from the board a few at a time until none is left, then sends
+// the results of those it ran. So a worker never waits for the pool between tasks, no task is
+// committed to a worker before it is free (the schedule of a thread pool), and the pool hears
+// from each worker once per claim, not once per task. The claim closes when every worker sent
+// it has answered or died and the board is empty; the tasks that died with a worker (taken,
+// run, their results not sent) go out again then, as pieces.
+struct Claim {
+    Chunk batch;  // the tasks open for claims: a batch, its pieces already sent excluded
+    std::uint64_t generation = 0;
+    std::vector<bool> settled;     // by task of the batch: its result or error has gone to its job
+    std::size_t participants = 0;  // workers sent the claim that have not answered or died
+
+    std::uint32_t tasks() const noexcept { return batch.tasks(); }
+};
+
 }  // namespace
 
 struct PoolCore::Impl {
@@ -137,16 +154,27 @@ struct PoolCore::Impl {
     std::vector<std::uint32_t> poll_slots;
     std::exception_ptr broken;  // the initializer's error: no task can run
     bool shutting_down = false;
+    std::optional<Claim> claim;
+    std::uint64_t claims_opened = 0;
 
     explicit Impl(const PoolOptions& options);
     WorkerStatus& status(std::uint32_t slot) const {
         return reinterpret_cast<WorkerStatus*>(status_memory->data())[slot];
+    }
+    ClaimBoard& board() const {
+        return *claim_board_in(status_memory->data(), status_memory->size());
     }
 
     void run();
     void wake_collector() const;
     State take_submissions();
     Chunk take_piece(const Worker& worker);
+    static bool free_for_work(const Worker& worker);
+    void open_claim();
+    bool claim_has_tasks_left() const;
+    void deliver_claimed(Worker& worker, const Frame& frame);
+    void maybe_close_claim();
+    std::exception_ptr death_error(const Worker& worker, const ExitStatus& exit) const;
     bool pending_at_most(std::size_t pieces) const;
     void dispatch();
     void send_chunk(Worker& worker, Chunk chunk);
@@ -187,7 +215,9 @@ PoolCore::Impl::Impl(const PoolOptions& options)
     if (task_timeout && task_timeout->count() <= 0) {
         throw StateError("mproc: task_timeout must be positive");
     }
-    status_memory = SharedRegion::create(processes * sizeof(WorkerStatus));
+    status_memory = SharedRegion::create(pool_memory_bytes(processes));
+    new (&board()) ClaimBoard();
+    board().workers = static_cast<std::uint32_t>(processes);
     for (std::size_t slot = 0; slot < processes; ++slot) {
         new (&status(slot)) WorkerStatus();
         if (task_timeout) status(slot).timed.store(1, std::memory_order_relaxed);
@@ -283,7 +313,7 @@ bool PoolCore::Impl::pending_at_most(std::size_t pieces) const {
 }
 
 bool PoolCore::Impl::has_work() const {
-    if (!pending.empty()) return true;
+    if (!pending.empty() || claim) return true;
     return std::any_of(workers.begin(), workers.end(),
                        [](const auto& worker) { return worker && !worker->in_flight.empty(); });
 }
@@ -305,7 +335,42 @@ void PoolCore::Impl::run() {
     }
 }
 
+bool PoolCore::Impl::free_for_work(const Worker& worker) {
+    return !worker.stopping && !worker.link_closed && worker.in_flight.empty();
+}
+
+void PoolCore::Impl::open_claim() {
+    Claim& opened = claim.emplace();
+    opened.batch = std::move(pending.front());
+    pending.pop_front();
+    opened.generation = ++claims_opened;
+    opened.settled.assign(opened.tasks(), false);
+    // No worker holds a frame of an earlier claim (it closed once every one had answered), so
+    // none can take from the board while it is reset.
+    board().next.store(0, std::memory_order_relaxed);
+    board().generation.store(opened.generation, std::memory_order_release);
+}
+
+bool PoolCore::Impl::claim_has_tasks_left() const {
+    return claim && board().next.load(std::memory_order_relaxed) < claim->tasks();
+}
+
 void PoolCore::Impl::dispatch() {
+    // A map's tasks of chunk size 1 open a claim when a worker is free for them and the pool's
+    // one board is (maxtasksperchild counts each worker's tasks, which a claim cannot bound).
+    const bool some_worker_free = std::any_of(workers.begin(), workers.end(),
+                                              [](const auto& w) { return w && free_for_work(*w); });
+    if (!claim && maxtasksperchild == 0 && !broken && some_worker_free && !pending.empty() &&
+        pending.front().claimable) {
+        open_claim();
+    }
+    if (claim_has_tasks_left()) {
+        for (auto& worker : workers) {
+            if (!worker || !free_for_work(*worker)) continue;
+            send_chunk(*worker, claim_chunk(claim->batch, claim->generation));
+            ++claim->participants;
+        }
+    }
     // Round by round, one chunk per worker per round: a worker gets its second chunk only once
     // every worker has its first, so a few long tasks spread over every worker.
     // Chunks are kept back for workers still starting, who would otherwise find them queued
@@ -329,6 +394,9 @@ void PoolCore::Impl::dispatch() {
                 worker->in_flight.size() >= round) {
                 continue;
             }
+            // A claim keeps its worker busy until the board is empty; the pool hears from it
+            // only then, and what it is sent next goes to it then.
+            if (!worker->in_flight.empty() && worker->in_flight.front().claimed) continue;
             if (round > worker->depth) continue;
             const bool slow = worker->depth <= chunks_in_flight;
             if (round > 1 && slow && pending_at_most(starting + live)) continue;
@@ -456,6 +524,9 @@ void PoolCore::Impl::deliver(Worker& worker, const Frame& frame) {
         fail_everything(broken);
         return;
     }
+    if (!worker.in_flight.empty() && worker.in_flight.front().claimed) {
+        return deliver_claimed(worker, frame);
+    }
     const FrameHeader header = frame.header();
     const bool block = frame.kind() == FrameKind::result_block;
     if ((frame.kind() != FrameKind::result && !block) || worker.in_flight.empty() ||
@@ -504,6 +575,62 @@ void PoolCore::Impl::deliver(Worker& worker, const Frame& frame) {
             chunk.job->fail(chunk.first_task + task, std::current_exception());
         }
     }
+}
+
+void PoolCore::Impl::deliver_claimed(Worker& worker, const Frame& frame) {
+    const FrameHeader header = frame.header();
+    const auto payload = frame.payload();
+    const std::size_t trailer = std::size_t{header.item_count} * sizeof(std::uint32_t);
+    if (frame.kind() != FrameKind::result_block || (header.flags & claimed_from_board) == 0 ||
+        worker.in_flight.front().sequence != header.sequence || payload.size() < trailer) {
+        signal_pidfd(worker.pidfd, SIGKILL);  // out of step with the pool: see read_results
+        return;
+    }
+    std::vector<std::uint32_t> tasks(header.item_count);
+    if (trailer != 0) std::memcpy(tasks.data(), payload.data() + payload.size() - trailer, trailer);
+    // Each a task of the claim that nobody has settled, once: then they can be settled here.
+    std::size_t checked = 0;
+    while (checked < tasks.size() && tasks[checked] < claim->tasks() &&
+           !claim->settled[tasks[checked]]) {
+        claim->settled[tasks[checked++]] = true;
+    }
+    if (checked < tasks.size()) {
+        for (std::size_t k = 0; k < checked; ++k) claim->settled[tasks[k]] = false;
+        signal_pidfd(worker.pidfd, SIGKILL);
+        return;
+    }
+    Chunk chunk = std::move(worker.in_flight.front());
+    worker.in_flight.pop_front();
+    --claim->participants;
+    try {
+        chunk.job->deliver_claimed(chunk.first_task, tasks,
+                                   payload.first(payload.size() - trailer));
+    } catch (...) {
+        for (std::uint32_t task : tasks)
+            chunk.job->fail(chunk.first_task + task, std::current_exception());
+    }
+    maybe_close_claim();
+}
+
+void PoolCore::Impl::maybe_close_claim() {
+    if (!claim || claim->participants > 0 || claim_has_tasks_left()) return;
+    // Every task was taken, and every worker that took some has answered or died. Those that
+    // died with a worker after they ran go out again, in order, as pieces.
+    const Claim closed = std::move(*claim);
+    claim.reset();
+    std::deque<Chunk> lost;
+    for (std::uint32_t begin = 0; begin < closed.tasks();) {
+        std::uint32_t end = begin;
+        while (end < closed.tasks() && !closed.settled[end]) ++end;
+        if (end > begin) {
+            Chunk rest = slice(closed.batch, begin, end);
+            rest.batch = true;
+            lost.push_back(std::move(rest));
+        }
+        begin = end + 1;
+    }
+    pending.insert(pending.begin(), std::make_move_iterator(lost.begin()),
+                   std::make_move_iterator(lost.end()));
 }
 
 bool PoolCore::Impl::handle_launcher_events() {
@@ -556,8 +683,33 @@ void PoolCore::Impl::handle_exited(const WorkerLauncher::Event& event) {
     }
 }
 
+std::exception_ptr PoolCore::Impl::death_error(const Worker& worker, const ExitStatus& exit) const {
+    if (worker.killed_for_timeout) {
+        return std::make_exception_ptr(
+            TimeoutError("mproc: the task ran longer than the pool's task_timeout of " +
+                         std::to_string(task_timeout->count()) + " ms; its worker " +
+                         std::to_string(worker.pid) + " was killed and replaced"));
+    }
+    return std::make_exception_ptr(WorkerLost(worker.pid, exit.exit_code, exit.signal));
+}
+
 void PoolCore::Impl::handle_lost(Worker& worker, const ExitStatus& exit) {
     const WorkerStatus& status = this->status(worker.slot);
+    if (worker.in_flight.front().claimed) {
+        // A claim is all a worker has in flight. The task it was running fails; those it ran
+        // before go out again when the claim closes.
+        const Chunk& chunk = worker.in_flight.front();
+        const auto task = status.item.load(std::memory_order_relaxed);
+        if (status.running.load(std::memory_order_acquire) != 0 &&
+            status.sequence.load(std::memory_order_relaxed) == chunk.sequence &&
+            task < claim->tasks() && !claim->settled[task]) {
+            claim->settled[task] = true;
+            chunk.job->fail(chunk.first_task + task, death_error(worker, exit));
+        }
+        worker.in_flight.clear();
+        --claim->participants;
+        return maybe_close_claim();
+    }
     // The chunk the worker was in when it died. The chunks before it had ended, but their
     // results, held back to leave with later ones (worker_loop.cpp), died with the worker: they
     // run again and count no loss.
@@ -576,17 +728,7 @@ void PoolCore::Impl::handle_lost(Worker& worker, const ExitStatus& exit) {
             resend.push_back(std::move(chunk));
         } else if (task_running) {
             const std::uint32_t culprit = std::min(status.item.load(), chunk.tasks() - 1);
-            std::exception_ptr error;
-            if (worker.killed_for_timeout) {
-                error = std::make_exception_ptr(
-                    TimeoutError("mproc: the task ran longer than the pool's task_timeout of " +
-                                 std::to_string(task_timeout->count()) + " ms; its worker " +
-                                 std::to_string(worker.pid) + " was killed and replaced"));
-            } else {
-                error =
-                    std::make_exception_ptr(WorkerLost(worker.pid, exit.exit_code, exit.signal));
-            }
-            chunk.job->fail(chunk.first_task + culprit, error);
+            chunk.job->fail(chunk.first_task + culprit, death_error(worker, exit));
             // The chunk's other tasks did not fail: they run again, elsewhere. Those before
             // the culprit had finished, but their results died with the worker.
             if (culprit > 0) resend.push_back(slice(chunk, 0, culprit));
@@ -624,9 +766,19 @@ void PoolCore::Impl::check_timeouts() {
 void PoolCore::Impl::fail_everything(std::exception_ptr error) {
     for (auto& chunk : pending) chunk.fail(error);
     pending.clear();
+    if (claim) {
+        for (std::uint32_t task = 0; task < claim->tasks(); ++task) {
+            if (!claim->settled[task])
+                claim->batch.job->fail(claim->batch.first_task + task, error);
+        }
+        claim.reset();
+    }
     for (auto& worker : workers) {
         if (!worker) continue;
-        for (auto& chunk : worker->in_flight) chunk.fail(error);
+        // A claim's tasks were failed with the claim, each once.
+        for (auto& chunk : worker->in_flight) {
+            if (!chunk.claimed) chunk.fail(error);
+        }
         worker->in_flight.clear();
     }
     {
@@ -715,6 +867,7 @@ void PoolCore::submit(const std::shared_ptr<Job>& job, std::span<Frame> frames,
             chunk.first_task = first_task;
             chunk.frame = std::make_shared<Frame>(std::move(frame));
             chunk.batch = batch;
+            chunk.claimable = batch && job->wants_results_together();
             first_task += chunk.tasks();
             impl_->submitted.push_back(std::move(chunk));
         }

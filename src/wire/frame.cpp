@@ -20,7 +20,8 @@ void check_header(const FrameHeader& header) {
         throw SerializationError("mproc: a frame has the unknown kind " +
                                  std::to_string(header.kind));
     }
-    if ((header.flags & ~std::uint16_t{payload_in_file | piece_of_batch}) != 0) {
+    if ((header.flags & ~std::uint16_t{payload_in_file | piece_of_batch | claimed_from_board}) !=
+        0) {
         throw SerializationError("mproc: a frame has the unknown flags " +
                                  std::to_string(header.flags));
     }

@@ -3,9 +3,10 @@
 
 namespace mproc::detail {
 
-ResultWriter::ResultWriter(std::uint64_t sequence, WorkerStatus* status) noexcept
+ResultWriter::ResultWriter(std::uint64_t sequence, WorkerStatus* status, ClaimBoard* board) noexcept
     : writer_(FrameKind::result, sequence),
       status_(status),
+      board_(board),
       timed_(status != nullptr && status->timed.load(std::memory_order_relaxed) != 0) {
     if (status_ != nullptr) status_->sequence.store(sequence, std::memory_order_relaxed);
 }
@@ -51,8 +52,14 @@ void ResultWriter::write_error(const ErrorInfo& info) noexcept {
 
 Frame ResultWriter::finish() {
     writer_.add_fds(outbox_.take());
-    if (block_) return finish_block(writer_, FrameKind::result_block, block_tasks_);
-    return writer_.finish();
+    if (!block_) return writer_.finish();
+    Frame frame = finish_block(writer_, FrameKind::result_block, block_tasks_);
+    if (claimed_) {
+        FrameHeader header = frame.header();
+        header.flags |= claimed_from_board;
+        std::memcpy(frame.bytes.data(), &header, sizeof header);
+    }
+    return frame;
 }
 
 }  // namespace mproc::detail

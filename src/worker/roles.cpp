@@ -49,7 +49,8 @@ Frame next_frame(Link& link) {
         if (bootstrap.frame.fds.size() != 1)
             throw SerializationError("mproc: a bootstrap lacks its memory");
         statuses = SharedRegion::adopt(std::move(bootstrap.frame.fds[0]));
-        if (statuses->size() < (slot + 1) * sizeof(WorkerStatus)) {
+        if (statuses->size() < pool_memory_bytes(slot + 1) ||
+            (statuses->size() - sizeof(ClaimBoard)) % alignof(ClaimBoard) != 0) {
             throw SerializationError("mproc: a bootstrap names a worker slot out of range");
         }
         if (item_as<bool>(bootstrap, 1)) initializer = next_frame(*link);
@@ -58,7 +59,8 @@ Frame next_frame(Link& link) {
     }
     set_process_title("mproc-worker");
     auto* status = reinterpret_cast<WorkerStatus*>(statuses->data()) + slot;
-    run_worker(std::move(link), *status, initializer ? &*initializer : nullptr);
+    run_worker(std::move(link), *status, *claim_board_in(statuses->data(), statuses->size()),
+               initializer ? &*initializer : nullptr);
 }
 
 [[noreturn]] void serve_launcher(UniqueFd channel) {

@@ -24,9 +24,9 @@ namespace {
 
 // Runs a task frame. A frame whose entry cannot be found fails each of its tasks with that
 // error, so the pool hears of it task by task like any other failure.
-Frame run_frame(const Frame& frame, WorkerStatus* status) {
+Frame run_frame(const Frame& frame, WorkerStatus* status, ClaimBoard* board) {
     const FrameHeader header = frame.header();
-    ResultWriter out(header.sequence, status);
+    ResultWriter out(header.sequence, status, board);
     EntryFn entry = nullptr;
     try {
         entry = find_entry(header.entry);
@@ -76,7 +76,7 @@ class ResultBatcher {
 
 // Runs the initializer; if it threw, tells the pool why and ends the worker.
 void initialize(const Frame& initializer, Link& link) {
-    Frame results = run_frame(initializer, nullptr);
+    Frame results = run_frame(initializer, nullptr, nullptr);
     const auto header = results.header();
     if (header.item_count == 1 && results.payload().size() > sizeof(ItemLength) &&
         results.payload()[sizeof(ItemLength)] ==
@@ -107,7 +107,8 @@ void refuse_to_serve(Link& pool, int exit_code) noexcept {
     end_worker(exit_code);
 }
 
-void run_worker(std::unique_ptr<Link> pool, WorkerStatus& status, const Frame* initializer) {
+void run_worker(std::unique_ptr<Link> pool, WorkerStatus& status, ClaimBoard& board,
+                const Frame* initializer) {
     enable_throw_backtraces();
     status.serving.store(1);
     futex_wake(status.serving);
@@ -126,7 +127,7 @@ void run_worker(std::unique_ptr<Link> pool, WorkerStatus& status, const Frame* i
         if (!frame || frame->kind() == FrameKind::stop) end_worker(0);
         if (frame->kind() != FrameKind::task && frame->kind() != FrameKind::task_block) continue;
         const auto started = Clock::now();
-        Frame results = run_frame(*frame, &status);
+        Frame results = run_frame(*frame, &status, &board);
         frame.reset();  // a large frame's file goes back to the pool before the results do
         lend_payload_file(results);
         if (batcher.hold(link, started, Clock::now())) {

@@ -11,7 +11,7 @@ namespace mproc::detail {
 // A worker's life after its process started: run the initializer, then run task frames from
 // the pool and send back their results until told to stop or until the pool is gone. Ends the
 // process; never returns.
-[[noreturn]] void run_worker(std::unique_ptr<Link> pool, WorkerStatus& status,
+[[noreturn]] void run_worker(std::unique_ptr<Link> pool, WorkerStatus& status, ClaimBoard& board,
                              const Frame* initializer);
 // Tells the pool that this worker cannot serve (its initializer threw, or it runs another
 // build): sends the error being handled as an init_failed frame and ends the process.

@@ -1,7 +1,8 @@
 #pragma once
 
-// The block layout, for tasks whose arguments and result are all numbers. A task_block frame
-// holds one record per task: the arguments' bytes back to back, with no length prefix. Its
+// The block layout, for tasks whose arguments are numbers (or pairs, tuples or arrays of them)
+// and whose result is a number. A task_block frame holds one record per task: the arguments'
+// numbers' bytes back to back, with no length prefix. Its
 // result_block frame holds a status byte per task, then one value per task (zero bytes for a
 // task that failed), then one item per failed task, in task order, with its error as a result
 // item has it. Encoding, running and reading such a chunk is then a copy per task, without a
@@ -29,6 +30,26 @@ template <class F, class ArgTuple>
 inline constexpr bool block_layout = fixed_size<ArgTuple>&& args_bytes<ArgTuple> > 0 &&
                                      wire_detail::is_block_copyable<task_result_t<F, ArgTuple>>;
 
+// A record_field's numbers, copied to or from a record, one after the other.
+template <class T>
+void write_field(std::byte*& to, const T& value) noexcept {
+    if constexpr (wire_detail::is_block_copyable<T>) {
+        std::memcpy(to, &value, sizeof value);
+        to += sizeof value;
+    } else {
+        std::apply([&](const auto&... elements) { (write_field(to, elements), ...); }, value);
+    }
+}
+template <class T>
+void read_field(const std::byte*& from, T& value) noexcept {
+    if constexpr (wire_detail::is_block_copyable<T>) {
+        std::memcpy(&value, from, sizeof value);
+        from += sizeof value;
+    } else {
+        std::apply([&](auto&... elements) { (read_field(from, elements), ...); }, value);
+    }
+}
+
 // One task's record, written from a tuple-like `args` and read back into an ArgTuple.
 template <class ArgTuple, class Tuple>
 void write_record(std::byte* to, const Tuple& args) noexcept {
@@ -36,8 +57,7 @@ void write_record(std::byte* to, const Tuple& args) noexcept {
         (
             (void)[&] {
                 const std::tuple_element_t<I, ArgTuple> value = std::get<I>(args);
-                std::memcpy(to, &value, sizeof value);
-                to += sizeof value;
+                write_field(to, value);
             }(),
             ...);
     }
@@ -45,11 +65,66 @@ void write_record(std::byte* to, const Tuple& args) noexcept {
 }
 template <class ArgTuple>
 void read_record(const std::byte* from, ArgTuple& args) noexcept {
-    std::apply(
-        [&](auto&... values) {
-            ((std::memcpy(&values, from, sizeof values), from += sizeof values), ...);
-        },
-        args);
+    read_field(from, args);
+}
+
+// A task of a block: f's result recorded in out, or the error it threw (or `unusable`, the
+// reason none of the block's tasks can run).
+template <class F, class ArgTuple>
+void run_block_task(F& f, const std::exception_ptr& unusable, std::span<const std::byte> records,
+                    std::uint32_t task, ResultWriter& out) {
+    try {
+        if (unusable) std::rethrow_exception(unusable);
+        ArgTuple args;
+        read_record(records.data() + std::size_t{task} * args_bytes<ArgTuple>, args);
+        out.block_ok(std::apply(f, std::move(args)));
+    } catch (...) {
+        out.error();
+    }
+    out.end_item();
+}
+
+// A claimed batch (claimed_from_board): takes tasks from the pool's claim board until none is
+// left, a few at a time, as many as ran in about claim_time so far (one at a time while they
+// are long, thousands while they are tiny, so that the board's counter is not fought over).
+// The results stay here until the end: the pool needs none before (no task waits to be sent
+// after them), and sending each would cost a system call here and a wake-up of the pool's
+// collector, which on a machine whose cores all run workers takes a core from one of them.
+template <class F, class ArgTuple>
+void run_claimed_block(F& f, const std::exception_ptr& unusable, std::uint64_t generation,
+                       std::uint32_t tasks, std::span<const std::byte> records, ResultWriter& out) {
+    using R = task_result_t<F, ArgTuple>;
+    using Clock = std::chrono::steady_clock;
+    constexpr auto claim_time = std::chrono::microseconds(50);
+    ClaimBoard& board = *out.board();
+    std::vector<std::uint32_t> ran;
+    out.start_block<R>(tasks);
+    // A board that moved on to another batch has none of this frame's tasks left to give.
+    if (board.generation.load(std::memory_order_acquire) == generation) {
+        const auto started = Clock::now();
+        std::uint32_t take = 1;
+        while (true) {
+            const std::uint32_t first = board.next.fetch_add(take, std::memory_order_relaxed);
+            if (first >= tasks) break;
+            const std::uint32_t end = first + std::min(take, tasks - first);
+            for (std::uint32_t task = first; task < end; ++task) {
+                out.begin_claimed_item(static_cast<std::uint32_t>(ran.size()), task);
+                run_block_task<F, ArgTuple>(f, unusable, records, task, out);
+                ran.push_back(task);
+            }
+            const auto elapsed =
+                std::max<Clock::duration>(Clock::now() - started, Clock::duration(1));
+            const double pace = static_cast<double>(ran.size()) * claim_time / elapsed;
+            // Guided self-scheduling: a quarter of each worker's share of what is left, so that
+            // the takes shrink to one task as the batch ends and no worker sits on the last
+            // tasks while another is idle.
+            const std::uint32_t taken = board.next.load(std::memory_order_relaxed);
+            const double share = static_cast<double>(tasks - std::min(taken, tasks)) /
+                                 (4.0 * std::max<std::uint32_t>(board.workers, 1));
+            take = static_cast<std::uint32_t>(std::clamp<double>(std::min(pace, share), 1, tasks));
+        }
+    }
+    out.end_claimed_block<R>(ran);
 }
 
 // The entry a worker calls for a task_block frame of callable F with arguments ArgTuple.
@@ -58,10 +133,16 @@ void run_block_chunk(const Frame& frame, ResultWriter& out) {
     using R = task_result_t<F, ArgTuple>;
     constexpr std::size_t record = args_bytes<ArgTuple>;
     const FrameHeader header = frame.header();
-    const auto payload = frame.payload();
+    auto payload = frame.payload();
+    const bool claimed = (header.flags & claimed_from_board) != 0;
+    std::uint64_t generation = 0;
+    if (claimed && payload.size() >= sizeof generation) {
+        std::memcpy(&generation, payload.data(), sizeof generation);
+        payload = payload.subspan(sizeof generation);
+    }
     F f{};
     std::exception_ptr unusable;
-    if (frame.kind() != FrameKind::task_block ||
+    if (frame.kind() != FrameKind::task_block || (claimed && out.board() == nullptr) ||
         payload.size() != std::size_t{header.item_count} * record) {
         unusable = std::make_exception_ptr(SerializationError(
             "mproc: a block of tasks does not hold one record per task; the bytes are corrupt"));
@@ -71,6 +152,10 @@ void run_block_chunk(const Frame& frame, ResultWriter& out) {
         } catch (...) {
             unusable = std::current_exception();
         }
+    }
+    if (claimed && out.board() != nullptr) {
+        return run_claimed_block<F, ArgTuple>(f, unusable, generation, header.item_count, payload,
+                                              out);
     }
     // A piece of a batch was cut by the pace of the worker's earlier tasks; if these tasks turn
     // out longer, the piece ends once it has run past piece_run_limit (the pool sends the rest
@@ -88,15 +173,7 @@ void run_block_chunk(const Frame& frame, ResultWriter& out) {
             return;
         }
         out.begin_item(index);
-        try {
-            if (unusable) std::rethrow_exception(unusable);
-            ArgTuple args;
-            read_record(payload.data() + std::size_t{index} * record, args);
-            out.block_ok(std::apply(f, std::move(args)));
-        } catch (...) {
-            out.error();
-        }
-        out.end_item();
+        run_block_task<F, ArgTuple>(f, unusable, payload, index, out);
     }
 }
 

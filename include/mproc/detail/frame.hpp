@@ -57,6 +57,10 @@ enum FrameFlags : std::uint16_t {
     // task once it has run for a while, and send the results of the tasks it ran; the pool
     // sends the rest again (run_block_chunk, PoolCore::Impl::deliver).
     piece_of_batch = 2,
+    // A task_block frame whose tasks the worker takes from its pool's ClaimBoard until none is
+    // left (its payload starts with the board's generation), and its result_block: the
+    // results of the tasks this worker took, followed by their indices (block_codec.hpp).
+    claimed_from_board = 4,
 };
 // The kernel passes at most 253 descriptors in one message (SCM_MAX_FD).
 inline constexpr std::uint32_t max_frame_fds = 253;

@@ -33,9 +33,24 @@ class Job {
     // malformed or the job's tasks do not return numbers.
     virtual void deliver_block(std::size_t first_task, std::uint32_t tasks,
                                std::span<const std::byte> payload) = 0;
+    // The results of a claimed batch's tasks that one worker ran (claimed_from_board): the
+    // block's task k is task first_task + tasks[k]. Only a map's tasks are claimed; other jobs
+    // throw SerializationError, as deliver_block does when malformed.
+    virtual void deliver_claimed(std::size_t first_task, std::span<const std::uint32_t> tasks,
+                                 std::span<const std::byte> block);
     // Task `index` failed without a result item: its worker died, it timed out, the pool ended.
     virtual void fail(std::size_t index, std::exception_ptr error) = 0;
+    // Whether nobody looks at any of this job's results before all of them are in (a map, not
+    // an imap): its tasks of chunk size 1 may then be claimed, and their results come back
+    // only at the end of each worker's claim.
+    virtual bool wants_results_together() const noexcept { return false; }
 };
+
+inline void Job::deliver_claimed(std::size_t, std::span<const std::uint32_t>,
+                                 std::span<const std::byte>) {
+    throw SerializationError(
+        "mproc: results of claimed tasks came for a job whose tasks are not claimed");
+}
 
 // One task's value, or its error.
 template <class R>
@@ -133,6 +148,20 @@ class MapJob final : public Job {
         } else {
             refuse_result_block();
         }
+    }
+    bool wants_results_together() const noexcept override { return true; }
+    void deliver_claimed(std::size_t first_task, std::span<const std::uint32_t> tasks,
+                         std::span<const std::byte> block) override {
+        const auto count = static_cast<std::uint32_t>(tasks.size());
+        for_each_block_result<R>(
+            0, count, block,
+            [&](std::size_t k, auto value) {
+                if constexpr (!std::is_void_v<R>) values_[first_task + tasks[k]] = value;
+                settle();
+            },
+            [&](std::size_t k, std::exception_ptr error) {
+                fail(first_task + tasks[k], std::move(error));
+            });
     }
     void fail(std::size_t index, std::exception_ptr error) override {
         if (!first_error_ || index < first_error_index_) {

@@ -5,6 +5,7 @@
 // a status byte followed by the call's value or its error.
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -48,11 +49,16 @@ decltype(auto) as_wire(const T& value) {
 // The results of one chunk, written by the worker as its tasks run.
 class ResultWriter {
   public:
-    ResultWriter(std::uint64_t sequence, WorkerStatus* status) noexcept;
+    // status and board: the worker's, in the memory its pool watches; null outside a worker.
+    ResultWriter(std::uint64_t sequence, WorkerStatus* status,
+                 ClaimBoard* board = nullptr) noexcept;
 
     // Marks task `index` of the chunk as running, in the memory the pool watches.
-    void begin_item(std::uint32_t index) noexcept {
-        current_ = index;
+    void begin_item(std::uint32_t index) noexcept { begin_claimed_item(index, index); }
+    // The same for a claimed batch, whose results are in the order the tasks ran: the task
+    // at `position` of the results is task `index` of the batch, which the pool is told.
+    void begin_claimed_item(std::uint32_t position, std::uint32_t index) noexcept {
+        current_ = position;
         if (status_ == nullptr) return;
         status_->item.store(index, std::memory_order_relaxed);
         if (timed_) {
@@ -98,6 +104,16 @@ class ResultWriter {
         bytes.resize(sizeof(FrameHeader) + std::size_t{tasks} * (1 + sizeof(R)) + error_bytes);
         block_tasks_ = tasks;
     }
+    // Ends a claimed batch's block after the tasks this worker ran, and appends which task of
+    // the batch each was, in the order they ran.
+    template <class R>
+    void end_claimed_block(std::span<const std::uint32_t> tasks) {
+        end_block_early<R>(static_cast<std::uint32_t>(tasks.size()));
+        const auto* indices = reinterpret_cast<const std::byte*>(tasks.data());
+        writer_.buffer().append(indices, tasks.size_bytes());
+        claimed_ = true;
+    }
+    ClaimBoard* board() const noexcept { return board_; }
     // Records the running task's value in the block.
     template <class R>
     void block_ok(const R& value) noexcept {
@@ -140,7 +156,9 @@ class ResultWriter {
     FrameWriter writer_;
     FdOutbox outbox_;
     WorkerStatus* status_;
+    ClaimBoard* board_;
     bool timed_;
+    bool claimed_ = false;
     std::size_t errors_ = 0;
     std::uint32_t current_ = 0;  // the running task
     bool block_ = false;
@@ -249,15 +267,37 @@ void run_chunk(const Frame& frame, ResultWriter& out) {
 template <class F, class ArgTuple>
 inline const std::uint64_t entry_address = register_entry(&run_chunk<F, ArgTuple>);
 
-// Whether every element of a tuple of arguments encodes as its own bytes, and their total.
+// Whether a value can lie in a record as the bytes of its numbers, back to back: a number, or a
+// pair, tuple or array of such values (a range of primes as a pair, a point as an array).
+template <class T>
+inline constexpr bool record_field = wire_detail::is_block_copyable<T>;
+template <class A, class B>
+inline constexpr bool record_field<std::pair<A, B>> = record_field<A>&& record_field<B>;
+template <class... T>
+inline constexpr bool record_field<std::tuple<T...>> = (record_field<T> && ...);
+template <class T, std::size_t N>
+inline constexpr bool record_field<std::array<T, N>> = record_field<T>;
+// The bytes of such a value's numbers, without the padding between them.
+template <class T>
+inline constexpr std::size_t record_field_bytes = sizeof(T);
+template <class A, class B>
+inline constexpr std::size_t record_field_bytes<std::pair<A, B>> =
+    record_field_bytes<A> + record_field_bytes<B>;
+template <class... T>
+inline constexpr std::size_t record_field_bytes<std::tuple<T...>> = (record_field_bytes<T> + ... +
+                                                                     0);
+template <class T, std::size_t N>
+inline constexpr std::size_t record_field_bytes<std::array<T, N>> = N* record_field_bytes<T>;
+
+// Whether every element of a tuple of arguments can lie in a record, and their bytes there.
 template <class ArgTuple>
 inline constexpr bool fixed_size = false;
 template <class... T>
-inline constexpr bool fixed_size<std::tuple<T...>> = (wire_detail::is_block_copyable<T> && ...);
+inline constexpr bool fixed_size<std::tuple<T...>> = (record_field<T> && ...);
 template <class ArgTuple>
 inline constexpr std::size_t args_bytes = 0;
 template <class... T>
-inline constexpr std::size_t args_bytes<std::tuple<T...>> = (sizeof(T) + ... + 0);
+inline constexpr std::size_t args_bytes<std::tuple<T...>> = record_field_bytes<std::tuple<T...>>;
 
 // Builds a task frame in the parent, one call's arguments at a time.
 template <class F, class ArgTuple>

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 namespace mproc::detail {
@@ -21,5 +22,30 @@ struct WorkerStatus {
     // the workers is not paid for by the first map.
     std::atomic<std::uint32_t> serving{0};
 };
+
+// Where a pool's workers take the tasks of a claimed batch from, themselves, a few at a time,
+// as the threads of a thread pool take them from a shared counter: no round trip to the pool
+// between tasks, and no task committed to a worker before it is free (PoolCore, Claim). One
+// per pool, in the memory it shares with its workers.
+struct alignas(64) ClaimBoard {
+    // The batch open for claims, as its frames name it; 0 until the first.
+    std::atomic<std::uint64_t> generation{0};
+    // The batch's first task not yet taken.
+    std::atomic<std::uint32_t> next{0};
+    // How many workers share the board (the pool's size), set once before any starts: a
+    // worker takes at most a share of the tasks left, so that the last ones, which may be the
+    // long ones, are spread over every worker.
+    std::uint32_t workers = 1;
+};
+
+// The memory a pool shares with its workers: a WorkerStatus per slot, then the ClaimBoard on
+// a cache line of its own, at the end, where a worker finds it from the size alone.
+inline std::size_t pool_memory_bytes(std::size_t slots) noexcept {
+    const std::size_t line = alignof(ClaimBoard);
+    return (slots * sizeof(WorkerStatus) + line - 1) / line * line + sizeof(ClaimBoard);
+}
+inline ClaimBoard* claim_board_in(std::byte* memory, std::size_t bytes) noexcept {
+    return reinterpret_cast<ClaimBoard*>(memory + bytes - sizeof(ClaimBoard));
+}
 
 }  // namespace mproc::detail
