@@ -2,7 +2,14 @@
 // 400000 by trial division, 16 ranges) run serially and then over a pool of processes or of
 // threads. The ratio serial time / parallel time is the speed-up; the thread pool's is what a
 // process pool can at best approach, since threads pay no cost to send tasks or results.
+//
+// The whole map takes about 16 ms here, against Python's second, so one trial is at the mercy of
+// the scheduler: on this shared VM two runnable processes or threads now and then land on one
+// CPU and stay there until the kernel's next load balance, a few ms later, which costs such a
+// trial up to 40% (docs/PERFORMANCE.md). Each row is therefore the median of `trials` trials,
+// each with its own serial run and its own new pool or threads, the same for both rows.
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <latch>
@@ -37,11 +44,19 @@ double serial_seconds(const std::vector<PrimeRange>& ranges) {
     return elapsed;
 }
 
-}  // namespace
+constexpr int trials = 5;
+
+template <class Trial>
+Measurement median_speedup(Trial trial) {
+    std::vector<double> speedups;
+    for (int i = 0; i < trials; ++i) speedups.push_back(trial());
+    std::nth_element(speedups.begin(), speedups.begin() + trials / 2, speedups.end());
+    return {speedups[trials / 2], "x"};
+}
 
 // As python_baseline.py does: the pool is made outside the timing and not warmed, and map()
 // hands the ranges out one at a time (chunk size 1), since later ranges cost more.
-Measurement primes_speedup(const Settings& settings) {
+double pool_trial(const Settings& settings) {
     const std::vector<PrimeRange> ranges = prime_ranges();
     const double serial = serial_seconds(ranges);
     mproc::Pool pool(settings.workers);
@@ -50,12 +65,12 @@ Measurement primes_speedup(const Settings& settings) {
         for (std::int64_t count : pool.map(count_primes, ranges, 1)) total += count;
     });
     check_total("the pool", total);
-    return {serial / parallel, "x"};
+    return serial / parallel;
 }
 
 // The same over settings.workers std::threads, started before the timing and released
 // together; each takes the next range until none is left (chunk size 1, as the pool).
-Measurement primes_threads_speedup(const Settings& settings) {
+double threads_trial(const Settings& settings) {
     const std::vector<PrimeRange> ranges = prime_ranges();
     const double serial = serial_seconds(ranges);
     std::vector<std::int64_t> counts(ranges.size());
@@ -78,7 +93,17 @@ Measurement primes_threads_speedup(const Settings& settings) {
         for (auto& thread : threads) thread.join();
     });
     check_total("the thread pool", std::accumulate(counts.begin(), counts.end(), std::int64_t{0}));
-    return {serial / parallel, "x"};
+    return serial / parallel;
+}
+
+}  // namespace
+
+Measurement primes_speedup(const Settings& settings) {
+    return median_speedup([&] { return pool_trial(settings); });
+}
+
+Measurement primes_threads_speedup(const Settings& settings) {
+    return median_speedup([&] { return threads_trial(settings); });
 }
 
 }  // namespace mproc_bench
