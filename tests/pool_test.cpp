@@ -8,7 +8,9 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -124,25 +126,41 @@ int waits_for_go(long long key) {
 std::string run_log(long long pid) {
     return "/tmp/mproc_pool_test_runs_" + std::to_string(pid);
 }
+// The file that names the task that killed its worker (see logs_its_run).
+std::string killer_file(long long pid) {
+    return run_log(pid) + "_killer";
+}
 constexpr long long run_keys_per_test = 1 << 20;
-constexpr int task_that_kills_its_worker = 1500;
+constexpr int tasks_that_may_kill_from = 1500;
 
 // Task key % run_keys_per_test of test process key / run_keys_per_test: appends its number to
-// that test's run log (one write, so that runs in several workers never interleave), and kills
-// its worker when it is task_that_kills_its_worker.
+// that test's run log (one write, so that runs in several workers never interleave). The first
+// task from tasks_that_may_kill_from on that a worker runs after other tasks writes its number
+// to the killer file and kills its worker, once per test: the worker dies holding the results
+// of the tasks it ran before.
 int logs_its_run(long long key) {
+    static int ran_in_this_process = 0;
+    ++ran_in_this_process;
     const int task = static_cast<int>(key % run_keys_per_test);
     const std::string log = run_log(key / run_keys_per_test);
     const int fd = ::open(log.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0 || ::write(fd, &task, sizeof task) != sizeof task) std::abort();
     ::close(fd);
-    if (task == task_that_kills_its_worker) ::raise(SIGKILL);
+    if (task >= tasks_that_may_kill_from && ran_in_this_process > 1) {
+        const std::string killer = killer_file(key / run_keys_per_test);
+        const int once = ::open(killer.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (once >= 0) {
+            if (::write(once, &task, sizeof task) != sizeof task) std::abort();
+            ::raise(SIGKILL);
+        }
+    }
     return task;
 }
 
 // Keys for logs_its_run: tasks 0 to n - 1 of this test process, whose run log starts empty.
 std::vector<long long> logged_tasks(int n) {
     std::remove(run_log(::getpid()).c_str());
+    std::remove(killer_file(::getpid()).c_str());
     std::vector<long long> keys;
     for (int task = 0; task < n; ++task) keys.push_back(::getpid() * run_keys_per_test + task);
     return keys;
@@ -157,6 +175,23 @@ std::vector<int> runs_logged(int n) {
     }
     std::remove(run_log(::getpid()).c_str());
     return runs;
+}
+
+// The task that killed its worker in this test process, or -1; removes the file.
+int killer_logged() {
+    int task = -1;
+    std::ifstream(killer_file(::getpid()), std::ios::binary)
+        .read(reinterpret_cast<char*>(&task), sizeof task);
+    std::remove(killer_file(::getpid()).c_str());
+    return task;
+}
+
+std::int64_t range_width(std::pair<std::int64_t, std::int64_t> range) {
+    return range.second - range.first;
+}
+
+double norm_squared(std::array<double, 3> v) {
+    return v[0] * v[0] + v[1] * v[1] + v[2] * v[2];
 }
 
 int fail_when_odd(int x) {
@@ -499,16 +534,32 @@ TEST_P(PoolTest, MapOfChunksizeOneWhoseTaskKillsItsWorkerFailsWithWorkerLostAndR
         EXPECT_EQ(lost.signal(), SIGKILL);
     }
     const auto runs = runs_logged(tasks);
+    const int killer = killer_logged();
+    ASSERT_GE(killer, tasks_that_may_kill_from);
+    EXPECT_EQ(runs[static_cast<std::size_t>(killer)], 1)
+        << "the task that killed its worker ran again";
+    int ran_again = 0;
     for (int task = 0; task < tasks; ++task) {
-        // Tasks that the dead worker ran before it died, their results unsent, ran again.
-        if (task == task_that_kills_its_worker) {
-            EXPECT_EQ(runs[static_cast<std::size_t>(task)], 1)
-                << "the task that killed its worker ran again";
-        } else {
-            EXPECT_GE(runs[static_cast<std::size_t>(task)], 1) << "task " << task << " never ran";
-        }
+        if (task == killer) continue;
+        EXPECT_GE(runs[static_cast<std::size_t>(task)], 1) << "task " << task << " never ran";
+        if (runs[static_cast<std::size_t>(task)] > 1) ++ran_again;
     }
+    // The dead worker's results died with it: the tasks it ran before ran again elsewhere.
+    EXPECT_GT(ran_again, 0);
     EXPECT_EQ(pool.map(square, std::views::iota(0, 3000), 1).back(), 2999 * 2999);
+}
+
+TEST_P(PoolTest, PairsAndArraysOfNumbersAreArgumentsOfMapsAndApplyAsync) {
+    mproc::Pool pool(options(2));
+    std::vector<std::pair<std::int64_t, std::int64_t>> ranges;
+    for (std::int64_t i = 0; i < 1000; ++i) ranges.emplace_back(i, 3 * i);
+    const auto widths = pool.map(range_width, ranges, 1);
+    ASSERT_EQ(widths.size(), 1000u);
+    for (std::int64_t i = 0; i < 1000; ++i) EXPECT_EQ(widths[static_cast<std::size_t>(i)], 2 * i);
+    EXPECT_EQ(pool.apply_async(range_width, std::pair<std::int64_t, std::int64_t>{5, 12}).get(30s),
+              7);
+    EXPECT_EQ(pool.map(norm_squared, std::vector<std::array<double, 3>>{{1, 2, 2}, {0, 3, 4}}, 1),
+              (std::vector<double>{9, 25}));
 }
 
 TEST_P(PoolTest, MapOfChunksizeOneWhoseTaskRunsPastTheTimeoutFailsWithTimeoutError) {

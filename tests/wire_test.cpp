@@ -32,6 +32,7 @@
 #include "mproc/detail/frame.hpp"
 #include "mproc/detail/wire_archive.hpp"
 #include "mproc/errors.hpp"
+#include "pool/chunk.hpp"
 
 namespace {
 
@@ -694,6 +695,59 @@ TEST(Block, PairsTuplesAndArraysOfNumbersTravelAsTheirNumbersBackToBack) {
         .for_each([&](std::uint32_t, double value) { values.push_back(value); },
                   [](std::uint32_t, std::exception_ptr) { ADD_FAILURE() << "a task failed"; });
     EXPECT_EQ(values, (std::vector<double>{21.0, 11.0}));
+}
+
+// A claim (claimed_from_board): the batch's tasks, run as a worker takes them from the board.
+using mproc::detail::ClaimBoard;
+
+Frame claim_of(const std::vector<ScaleArgs>& calls, std::uint64_t generation) {
+    BlockTaskEncoder<Scale, ScaleArgs> encoder(scale, calls.size());
+    for (const auto& call : calls) encoder.add(call);
+    mproc::detail::Chunk batch;
+    batch.frame = std::make_shared<Frame>(encoder.finish());
+    return std::move(*mproc::detail::claim_chunk(batch, generation).frame);
+}
+
+Frame run_claim(const Frame& claim, ClaimBoard& board) {
+    ResultWriter out(3, nullptr, &board);
+    mproc::detail::run_block_chunk<Scale, ScaleArgs>(claim, out);
+    return out.finish();
+}
+
+TEST(Block, AClaimRunsTheTasksLeftOnTheBoardAndNamesThemAfterTheirResults) {
+    ClaimBoard board;
+    board.generation = 7;
+    board.next = 1;  // another worker took task 0
+    const Frame results = run_claim(claim_of({{1, 2}, {3, 4}, {-5, 1}, {2, 0}}, 7), board);
+    EXPECT_EQ(results.kind(), FrameKind::result_block);
+    EXPECT_NE(results.header().flags & mproc::detail::claimed_from_board, 0);
+    EXPECT_NO_THROW(check_header(results.header()));
+    ASSERT_EQ(results.header().item_count, 3U);
+    const auto payload = results.payload();
+    std::array<std::uint32_t, 3> tasks{};
+    const std::size_t trailer = sizeof tasks;
+    std::memcpy(tasks.data(), payload.data() + payload.size() - trailer, trailer);
+    EXPECT_EQ(tasks, (std::array<std::uint32_t, 3>{1, 2, 3}));
+    const Outcomes outcomes = read_block(3, payload.first(payload.size() - trailer));
+    EXPECT_EQ(outcomes.values, (std::vector<double>{6.0, -2.5, 0.0}));
+    EXPECT_EQ(outcomes.errors, (std::vector<std::string>{"", "", "no factor for 2"}));
+    EXPECT_GE(board.next.load(), 4U);
+}
+
+TEST(Block, AClaimTakesNothingFromABoardOfAnotherBatchOrWhenItNamesNone) {
+    ClaimBoard board;
+    board.generation = 8;
+    EXPECT_EQ(run_claim(claim_of({{1, 2}, {3, 4}}, 7), board).header().item_count, 0U);
+    EXPECT_EQ(board.next.load(), 0U);
+    // A corrupt claim too short to name its batch: the board is not touched either.
+    board.generation = 0;
+    Frame cut = claim_of({{1, 2}}, 7);
+    cut.bytes.resize(sizeof(FrameHeader) + 4);
+    FrameHeader header = cut.header();
+    header.payload_bytes = 4;
+    std::memcpy(cut.bytes.data(), &header, sizeof header);
+    EXPECT_EQ(run_claim(cut, board).header().item_count, 0U);
+    EXPECT_EQ(board.next.load(), 0U);
 }
 
 TEST(Block, EachFailedTaskKeepsItsOwnError) {

@@ -22,6 +22,10 @@ class ResultState {
   public:
     using Stored = std::conditional_t<std::is_void_v<T>, bool, T>;
 
+    // watch_first: whether a waiter watches for the result a little before it sleeps (see
+    // wait); worth it for one call, whose result may come within microseconds.
+    explicit ResultState(bool watch_first = true) noexcept : watch_first_(watch_first) {}
+
     template <class... V>
     void set_value(V&&... value) {
         {
@@ -48,10 +52,12 @@ class ResultState {
         // A quick task's result often comes within microseconds: watching for it a little
         // first spares the waiter a sleep and the collector a wake-up. The watcher yields as it
         // watches, since the collector thread that brings the result may be waiting for this
-        // very CPU.
-        constexpr auto spin_for = std::chrono::microseconds(30);
-        const auto until = std::chrono::steady_clock::now() + spin_for;
-        while (!settled_.load(std::memory_order_acquire) &&
+        // very CPU. Not for a map: its result comes after all of its tasks, and a CPU kept
+        // busy while the pool wakes the workers makes the kernel put two of them on one CPU
+        // now and then (docs/PERFORMANCE.md, primes_speedup).
+        constexpr auto watch_for = std::chrono::microseconds(30);
+        const auto until = std::chrono::steady_clock::now() + watch_for;
+        while (watch_first_ && !settled_.load(std::memory_order_acquire) &&
                std::chrono::steady_clock::now() < until) {
             std::this_thread::yield();
         }
@@ -98,6 +104,7 @@ class ResultState {
     std::condition_variable ready_cv_;
     bool ready_ = false;
     std::atomic<bool> settled_{false};  // ready_, readable without the lock
+    const bool watch_first_;
     std::optional<Stored> value_;
     std::exception_ptr error_;
 };

@@ -295,10 +295,10 @@ class Pool {
                                                : detail::default_chunksize(tasks, processes());
             }
             auto [job, result] = make_job(tasks);
-            // Tasks of numbers asked for one at a time travel as batches that the pool cuts
-            // by the workers' pace (or, for a map, that free workers claim a few tasks at a
-            // time): a frame per task would cost more than a quick task, and tasks still go
-            // one at a time while they are long or their pace unknown.
+            // Tasks of numbers (or of pairs, tuples or arrays of them) asked for one at a time
+            // travel as batches that the pool cuts by the workers' pace (or, for a map, that
+            // free workers claim a few tasks at a time): a frame per task would cost more than
+            // a quick task, and tasks still go one at a time while long or of unknown pace.
             const bool cuttable = detail::block_layout<F, ArgTuple> && chunksize == 1;
             encode_chunks<F, ArgTuple>(f, inputs, tasks,
                                        cuttable ? detail::max_default_chunk : chunksize, as_args,
@@ -318,7 +318,8 @@ class Pool {
         using R = result_t<F, ArgTuple>;
         return encode_and_submit<F, ArgTuple>(
             f, std::forward<Inputs>(inputs), chunksize, 0, as_args, [](std::size_t tasks) {
-                auto state = std::make_shared<detail::ResultState<detail::map_result_t<R>>>();
+                // A map's caller sleeps at once (ResultState::wait).
+                auto state = std::make_shared<detail::ResultState<detail::map_result_t<R>>>(false);
                 return std::pair{
                     std::shared_ptr<detail::Job>(std::make_shared<detail::MapJob<R>>(tasks, state)),
                     AsyncResult<detail::map_result_t<R>>(std::move(state))};

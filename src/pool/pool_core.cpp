@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "mproc/detail/frame_buffer.hpp"
 #include "mproc/detail/shared_region.hpp"
 #include "mproc/pool.hpp"
 #include "mproc/resources.hpp"
@@ -114,6 +115,7 @@ struct Claim {
     std::uint64_t generation = 0;
     std::vector<bool> settled;     // by task of the batch: its result or error has gone to its job
     std::size_t participants = 0;  // workers sent the claim that have not answered or died
+    int losses = 0;                // workers lost in it with no task running (Chunk::losses)
 
     std::uint32_t tasks() const noexcept { return batch.tasks(); }
 };
@@ -174,6 +176,8 @@ struct PoolCore::Impl {
     bool claim_has_tasks_left() const;
     void deliver_claimed(Worker& worker, const Frame& frame);
     void maybe_close_claim();
+    template <class Settle>
+    void settle_untaken(Settle settle);
     std::exception_ptr death_error(const Worker& worker, const ExitStatus& exit) const;
     bool pending_at_most(std::size_t pieces) const;
     void dispatch();
@@ -577,9 +581,40 @@ void PoolCore::Impl::deliver(Worker& worker, const Frame& frame) {
     }
 }
 
+// Takes every task of the claim that no worker has taken, so that none will, and hands each
+// to settle(task): a claim that cannot run (its entry is missing, it kills its workers) ends.
+template <class Settle>
+void PoolCore::Impl::settle_untaken(Settle settle) {
+    const std::uint32_t first = board().next.exchange(claim->tasks(), std::memory_order_relaxed);
+    for (std::uint32_t task = first; task < claim->tasks(); ++task) {
+        if (claim->settled[task]) continue;
+        claim->settled[task] = true;
+        settle(task);
+    }
+}
+
 void PoolCore::Impl::deliver_claimed(Worker& worker, const Frame& frame) {
     const FrameHeader header = frame.header();
     const auto payload = frame.payload();
+    if (frame.kind() == FrameKind::result && worker.in_flight.front().sequence == header.sequence &&
+        header.item_count == claim->tasks()) {
+        // The worker could not find the claim's entry (run_frame) and failed each task with
+        // that error: the tasks nobody has taken fail with it; those taken run where they are.
+        std::vector<std::span<const std::byte>> items;
+        try {
+            ItemReader reader(payload);
+            while (items.size() < header.item_count) items.push_back(reader.next());
+        } catch (const SerializationError&) {
+            signal_pidfd(worker.pidfd, SIGKILL);
+            return;
+        }
+        const Chunk chunk = std::move(worker.in_flight.front());
+        worker.in_flight.pop_front();
+        --claim->participants;
+        settle_untaken(
+            [&](std::uint32_t task) { chunk.job->deliver(chunk.first_task + task, items[task]); });
+        return maybe_close_claim();
+    }
     const std::size_t trailer = std::size_t{header.item_count} * sizeof(std::uint32_t);
     if (frame.kind() != FrameKind::result_block || (header.flags & claimed_from_board) == 0 ||
         worker.in_flight.front().sequence != header.sequence || payload.size() < trailer) {
@@ -705,6 +740,11 @@ void PoolCore::Impl::handle_lost(Worker& worker, const ExitStatus& exit) {
             task < claim->tasks() && !claim->settled[task]) {
             claim->settled[task] = true;
             chunk.job->fail(chunk.first_task + task, death_error(worker, exit));
+        } else if (++claim->losses >= max_chunk_losses) {
+            // Workers die of the claim itself, not of a task: what is left of it fails.
+            const auto error = death_error(worker, exit);
+            settle_untaken(
+                [&](std::uint32_t untaken) { chunk.job->fail(chunk.first_task + untaken, error); });
         }
         worker.in_flight.clear();
         --claim->participants;
@@ -867,7 +907,9 @@ void PoolCore::submit(const std::shared_ptr<Job>& job, std::span<Frame> frames,
             chunk.first_task = first_task;
             chunk.frame = std::make_shared<Frame>(std::move(frame));
             chunk.batch = batch;
-            chunk.claimable = batch && job->wants_results_together();
+            // Each worker in a claim is sent the whole batch: only small ones are claimed.
+            chunk.claimable = batch && job->wants_results_together() &&
+                              chunk.frame->header().payload_bytes <= large_frame_bytes;
             first_task += chunk.tasks();
             impl_->submitted.push_back(std::move(chunk));
         }

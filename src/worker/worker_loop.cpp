@@ -23,7 +23,8 @@ namespace {
 }
 
 // Runs a task frame. A frame whose entry cannot be found fails each of its tasks with that
-// error, so the pool hears of it task by task like any other failure.
+// error, so the pool hears of it task by task like any other failure (for a claim, the pool
+// fails with it the tasks nobody has taken).
 Frame run_frame(const Frame& frame, WorkerStatus* status, ClaimBoard* board) {
     const FrameHeader header = frame.header();
     ResultWriter out(header.sequence, status, board);

@@ -99,8 +99,9 @@ void run_claimed_block(F& f, const std::exception_ptr& unusable, std::uint64_t g
     ClaimBoard& board = *out.board();
     std::vector<std::uint32_t> ran;
     out.start_block<R>(tasks);
-    // A board that moved on to another batch has none of this frame's tasks left to give.
-    if (board.generation.load(std::memory_order_acquire) == generation) {
+    // A board that moved on to another batch has none of this frame's tasks left to give
+    // (generation 0 names no batch: the frame is corrupt).
+    if (generation != 0 && board.generation.load(std::memory_order_acquire) == generation) {
         const auto started = Clock::now();
         std::uint32_t take = 1;
         while (true) {
@@ -142,7 +143,8 @@ void run_block_chunk(const Frame& frame, ResultWriter& out) {
     }
     F f{};
     std::exception_ptr unusable;
-    if (frame.kind() != FrameKind::task_block || (claimed && out.board() == nullptr) ||
+    if (frame.kind() != FrameKind::task_block ||
+        (claimed && (out.board() == nullptr || generation == 0)) ||
         payload.size() != std::size_t{header.item_count} * record) {
         unusable = std::make_exception_ptr(SerializationError(
             "mproc: a block of tasks does not hold one record per task; the bytes are corrupt"));
