@@ -3,6 +3,7 @@
 // What every workload of mproc_bench shares: the settings it runs with, the value it measures,
 // and a stopwatch. The workloads themselves are listed, in the order they run, in main.cpp.
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -45,6 +46,14 @@ double seconds(F&& f) {
     const auto start = std::chrono::steady_clock::now();
     f();
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// The median rather than the best: the number a user can expect on this machine, still robust
+// to the odd repetition that lost its vCPU.
+inline double median(std::vector<double> values) {
+    std::sort(values.begin(), values.end());
+    const std::size_t middle = values.size() / 2;
+    return values.size() % 2 == 1 ? values[middle] : (values[middle - 1] + values[middle]) / 2;
 }
 
 // The workloads. Each builds what it needs (a pool, a queue), times the same work as the row of

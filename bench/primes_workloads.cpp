@@ -9,13 +9,13 @@
 // trial up to 40% (docs/PERFORMANCE.md). Each row is therefore the median of `trials` trials,
 // each with its own serial run and its own new pool or threads, the same for both rows.
 
-#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <latch>
 #include <numeric>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <mproc/mproc.hpp>
@@ -50,8 +50,7 @@ template <class Trial>
 Measurement median_speedup(Trial trial) {
     std::vector<double> speedups;
     for (int i = 0; i < trials; ++i) speedups.push_back(trial());
-    std::nth_element(speedups.begin(), speedups.begin() + trials / 2, speedups.end());
-    return {speedups[trials / 2], "x"};
+    return {median(std::move(speedups)), "x"};
 }
 
 // As python_baseline.py does: the pool is made outside the timing and not warmed, and map()

@@ -59,14 +59,6 @@ double map_seconds(mproc::Pool& pool, std::int64_t tasks, std::size_t chunksize)
     return elapsed;
 }
 
-// The median rather than the best: the number a user can expect on this machine, still robust
-// to the odd repetition that lost its vCPU.
-double median(std::vector<double> values) {
-    std::sort(values.begin(), values.end());
-    const std::size_t middle = values.size() / 2;
-    return values.size() % 2 == 1 ? values[middle] : (values[middle - 1] + values[middle]) / 2;
-}
-
 double overhead_ns_per_task(mproc::Pool& pool, std::int64_t tasks, std::size_t chunksize) {
     map_seconds(pool, std::min(tasks, warm_up_tasks), chunksize);
     std::vector<double> timings;

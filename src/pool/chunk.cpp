@@ -1,10 +1,29 @@
 #include "pool/chunk.hpp"
 
+#include <span>
+
 namespace mproc::detail {
 
 void Chunk::fail(std::exception_ptr error) const {
     for (std::uint32_t task = 0; task < tasks(); ++task) job->fail(first_task + task, error);
 }
+
+namespace {
+
+// A task_block frame of a block chunk's tasks [begin, end) (the pool made the block: it holds
+// one record per task), its records behind `prefix`, its header with `flags`.
+Frame block_of(const Chunk& chunk, std::uint32_t begin, std::uint32_t end,
+               std::span<const std::byte> prefix = {}, std::uint16_t flags = 0) {
+    const FrameHeader header = chunk.frame->header();
+    const auto payload = chunk.frame->payload();
+    const std::size_t record = payload.size() / header.item_count;
+    FrameWriter writer(FrameKind::task_block, 0, header.entry, header.function);
+    writer.buffer().append(prefix.data(), prefix.size());
+    writer.buffer().append(payload.data() + (chunk.taken + begin) * record, (end - begin) * record);
+    return finish_block(writer, FrameKind::task_block, end - begin, flags);
+}
+
+}  // namespace
 
 Chunk slice(const Chunk& chunk, std::uint32_t begin, std::uint32_t end) {
     const FrameHeader header = chunk.frame->header();
@@ -12,14 +31,7 @@ Chunk slice(const Chunk& chunk, std::uint32_t begin, std::uint32_t end) {
     part.job = chunk.job;
     part.first_task = chunk.first_task + begin;
     if (chunk.frame->kind() == FrameKind::task_block) {
-        // The pool made this block: it holds one record per task.
-        const auto payload = chunk.frame->payload();
-        const std::size_t record = payload.size() / header.item_count;
-        FrameWriter writer(FrameKind::task_block, 0, header.entry, header.function);
-        writer.buffer().append(payload.data() + (chunk.taken + begin) * record,
-                               (end - begin) * record);
-        part.frame =
-            std::make_shared<Frame>(finish_block(writer, FrameKind::task_block, end - begin));
+        part.frame = std::make_shared<Frame>(block_of(chunk, begin, end));
         return part;
     }
     FrameWriter writer(FrameKind::task, 0, header.entry, header.function);
@@ -39,21 +51,12 @@ Chunk slice(const Chunk& chunk, std::uint32_t begin, std::uint32_t end) {
 }
 
 Chunk claim_chunk(const Chunk& batch, std::uint64_t generation) {
-    const FrameHeader header = batch.frame->header();
-    const auto payload = batch.frame->payload();
-    const std::size_t record = payload.size() / header.item_count;
-    FrameWriter writer(FrameKind::task_block, 0, header.entry, header.function);
-    writer.buffer().append(&generation, sizeof generation);
-    writer.buffer().append(payload.data() + batch.taken * record, batch.tasks() * record);
     Chunk claim;
     claim.job = batch.job;
     claim.first_task = batch.first_task;
     claim.claimed = true;
-    claim.frame =
-        std::make_shared<Frame>(finish_block(writer, FrameKind::task_block, batch.tasks()));
-    FrameHeader flagged = claim.frame->header();
-    flagged.flags |= claimed_from_board;
-    std::memcpy(claim.frame->bytes.data(), &flagged, sizeof flagged);
+    claim.frame = std::make_shared<Frame>(block_of(
+        batch, 0, batch.tasks(), std::as_bytes(std::span(&generation, 1)), claimed_from_board));
     return claim;
 }
 

@@ -113,9 +113,8 @@ struct Worker {
 struct Claim {
     Chunk batch;  // the tasks open for claims: a batch, its pieces already sent excluded
     std::uint64_t generation = 0;
-    std::vector<bool> settled;     // by task of the batch: its result or error has gone to its job
-    std::size_t participants = 0;  // workers sent the claim that have not answered or died
-    int losses = 0;                // workers lost in it with no task running (Chunk::losses)
+    std::vector<bool> settled;  // by task of the batch: its result or error has gone to its job
+    int losses = 0;             // workers lost in it with no task running (Chunk::losses)
 
     std::uint32_t tasks() const noexcept { return batch.tasks(); }
 };
@@ -174,6 +173,7 @@ struct PoolCore::Impl {
     static bool free_for_work(const Worker& worker);
     void open_claim();
     bool claim_has_tasks_left() const;
+    bool claim_in_flight() const;
     void deliver_claimed(Worker& worker, const Frame& frame);
     void maybe_close_claim();
     template <class Settle>
@@ -359,20 +359,29 @@ bool PoolCore::Impl::claim_has_tasks_left() const {
     return claim && board().next.load(std::memory_order_relaxed) < claim->tasks();
 }
 
+// Whether a worker holds the claim's frame: it has neither answered nor died.
+bool PoolCore::Impl::claim_in_flight() const {
+    return std::any_of(workers.begin(), workers.end(), [](const auto& worker) {
+        return worker && !worker->in_flight.empty() && worker->in_flight.front().claimed;
+    });
+}
+
 void PoolCore::Impl::dispatch() {
     // A map's tasks of chunk size 1 open a claim when a worker is free for them and the pool's
     // one board is (maxtasksperchild counts each worker's tasks, which a claim cannot bound).
-    const bool some_worker_free = std::any_of(workers.begin(), workers.end(),
-                                              [](const auto& w) { return w && free_for_work(*w); });
-    if (!claim && maxtasksperchild == 0 && !broken && some_worker_free && !pending.empty() &&
-        pending.front().claimable) {
+    const auto some_worker_free = [&] {
+        return std::any_of(workers.begin(), workers.end(),
+                           [](const auto& w) { return w && free_for_work(*w); });
+    };
+    if (!claim && !pending.empty() && pending.front().claimable && maxtasksperchild == 0 &&
+        !broken && some_worker_free()) {
         open_claim();
     }
     if (claim_has_tasks_left()) {
         for (auto& worker : workers) {
-            if (!worker || !free_for_work(*worker)) continue;
-            send_chunk(*worker, claim_chunk(claim->batch, claim->generation));
-            ++claim->participants;
+            if (worker && free_for_work(*worker)) {
+                send_chunk(*worker, claim_chunk(claim->batch, claim->generation));
+            }
         }
     }
     // Round by round, one chunk per worker per round: a worker gets its second chunk only once
@@ -610,7 +619,6 @@ void PoolCore::Impl::deliver_claimed(Worker& worker, const Frame& frame) {
         }
         const Chunk chunk = std::move(worker.in_flight.front());
         worker.in_flight.pop_front();
-        --claim->participants;
         settle_untaken(
             [&](std::uint32_t task) { chunk.job->deliver(chunk.first_task + task, items[task]); });
         return maybe_close_claim();
@@ -636,7 +644,6 @@ void PoolCore::Impl::deliver_claimed(Worker& worker, const Frame& frame) {
     }
     Chunk chunk = std::move(worker.in_flight.front());
     worker.in_flight.pop_front();
-    --claim->participants;
     try {
         chunk.job->deliver_claimed(chunk.first_task, tasks,
                                    payload.first(payload.size() - trailer));
@@ -648,7 +655,7 @@ void PoolCore::Impl::deliver_claimed(Worker& worker, const Frame& frame) {
 }
 
 void PoolCore::Impl::maybe_close_claim() {
-    if (!claim || claim->participants > 0 || claim_has_tasks_left()) return;
+    if (!claim || claim_in_flight() || claim_has_tasks_left()) return;
     // Every task was taken, and every worker that took some has answered or died. Those that
     // died with a worker after they ran go out again, in order, as pieces.
     const Claim closed = std::move(*claim);
@@ -747,7 +754,6 @@ void PoolCore::Impl::handle_lost(Worker& worker, const ExitStatus& exit) {
                 [&](std::uint32_t untaken) { chunk.job->fail(chunk.first_task + untaken, error); });
         }
         worker.in_flight.clear();
-        --claim->participants;
         return maybe_close_claim();
     }
     // The chunk the worker was in when it died. The chunks before it had ended, but their

@@ -53,13 +53,8 @@ void ResultWriter::write_error(const ErrorInfo& info) noexcept {
 Frame ResultWriter::finish() {
     writer_.add_fds(outbox_.take());
     if (!block_) return writer_.finish();
-    Frame frame = finish_block(writer_, FrameKind::result_block, block_tasks_);
-    if (claimed_) {
-        FrameHeader header = frame.header();
-        header.flags |= claimed_from_board;
-        std::memcpy(frame.bytes.data(), &header, sizeof header);
-    }
-    return frame;
+    return finish_block(writer_, FrameKind::result_block, block_tasks_,
+                        claimed_ ? claimed_from_board : 0);
 }
 
 }  // namespace mproc::detail

@@ -167,11 +167,13 @@ class ResultWriter {
 
 // Completes a block frame (task_block or result_block) of `tasks` tasks: its items, if any, are
 // not its tasks, so the header's count is set here.
-inline Frame finish_block(FrameWriter& writer, FrameKind kind, std::uint32_t tasks) {
+inline Frame finish_block(FrameWriter& writer, FrameKind kind, std::uint32_t tasks,
+                          std::uint16_t flags = 0) {
     Frame frame = writer.finish();
     FrameHeader header = frame.header();
     header.kind = static_cast<std::uint16_t>(kind);
     header.item_count = tasks;
+    header.flags |= flags;
     std::memcpy(frame.bytes.data(), &header, sizeof header);
     return frame;
 }
