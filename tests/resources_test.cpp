@@ -20,10 +20,12 @@ namespace {
 namespace fs = std::filesystem;
 using mproc::detail::cgroup_cpu_limit;
 using mproc::detail::cgroup_memory;
+using mproc::detail::cgroup_oom_kill_count;
 using mproc::detail::CgroupMemory;
 using mproc::detail::limit_cpus;
 using mproc::detail::limit_memory;
 using mproc::detail::parse_meminfo;
+using mproc::detail::parse_oom_kill;
 using mproc::detail::workers_for;
 
 constexpr std::uint64_t kGiB = std::uint64_t{1} << 30;
@@ -56,6 +58,9 @@ class FakeCgroupTree : public ::testing::Test {
         return cgroup_cpu_limit(base_ / "proc_self_cgroup", root_);
     }
     CgroupMemory memory_limit() const { return cgroup_memory(base_ / "proc_self_cgroup", root_); }
+    std::optional<std::uint64_t> oom_kills() const {
+        return cgroup_oom_kill_count(base_ / "proc_self_cgroup", root_);
+    }
 
   private:
     static void write(const fs::path& path, const std::string& text) {
@@ -241,6 +246,74 @@ TEST_F(FakeCgroupTree, MissingUsageLeavesTheWholeLimitAsHeadroom) {
     EXPECT_EQ(memory_limit().headroom, kGiB);
 }
 
+// OOM kills
+
+// What the kernel writes, with the counts given.
+std::string v2_memory_events(int oom_kill) {
+    return "low 0\nhigh 0\nmax 12\noom 3\noom_kill " + std::to_string(oom_kill) +
+           "\noom_group_kill 0\n";
+}
+std::string v1_oom_control(int oom_kill) {
+    return "oom_kill_disable 0\nunder_oom 0\noom_kill " + std::to_string(oom_kill) + "\n";
+}
+
+TEST_F(FakeCgroupTree, V2OomKillCountComesFromMemoryEventsOfTheProcesssOwnCgroup) {
+    belong_to("0::/outer/app\n");
+    // The parent's count includes the kills among the process's siblings.
+    write_cgroup_file("outer/memory.events", v2_memory_events(9));
+    write_cgroup_file("outer/app/memory.events", v2_memory_events(2));
+    EXPECT_EQ(oom_kills(), 2u);
+}
+
+TEST_F(FakeCgroupTree, V1OomKillCountComesFromMemoryOomControlOfTheProcesssOwnCgroup) {
+    belong_to("4:memory:/process_api/abc\n1:cpu:/\n0::/\n");
+    write_cgroup_file("memory/memory.oom_control", v1_oom_control(7));
+    write_cgroup_file("memory/process_api/abc/memory.oom_control", v1_oom_control(1));
+    EXPECT_EQ(oom_kills(), 1u);
+}
+
+TEST_F(FakeCgroupTree, OomKillCountOfACgroupPathMissingUnderTheMountIsTheMountRoots) {
+    belong_to("0::/system.slice/docker-abc.scope\n");
+    write_cgroup_file("memory.events", v2_memory_events(4));
+    EXPECT_EQ(oom_kills(), 4u);
+}
+
+TEST_F(FakeCgroupTree, OomKillCountIsUnknownWithoutTheFile) {
+    belong_to("0::/app\n4:memory:/app\n");
+    write_cgroup_file("app/memory.max", "max\n");
+    write_cgroup_file("memory/app/memory.limit_in_bytes", "9223372036854771712\n");
+    EXPECT_EQ(oom_kills(), std::nullopt);
+}
+
+TEST_F(FakeCgroupTree, OomKillCountIsUnknownWithoutProcSelfCgroup) {
+    write_cgroup_file("memory.events", v2_memory_events(1));
+    EXPECT_EQ(oom_kills(), std::nullopt);
+}
+
+TEST_F(FakeCgroupTree, OomKillCountOfAMalformedLineIsUnknown) {
+    belong_to("0::/app\n");
+    write_cgroup_file("app/memory.events", "oom 1\noom_kill many\n");
+    EXPECT_EQ(oom_kills(), std::nullopt);
+}
+
+TEST(ParseOomKill, ReadsTheOomKillLineOnly) {
+    EXPECT_EQ(parse_oom_kill("oom_kill_disable 1\nunder_oom 1\noom_kill 5\n"), 5u);
+    EXPECT_EQ(parse_oom_kill("oom_group_kill 3\noom_kill 0"), 0u);
+}
+
+TEST(ParseOomKill, IsUnknownWithoutAWholeCount) {
+    EXPECT_EQ(parse_oom_kill("oom_kill_disable 0\nunder_oom 0\n"), std::nullopt);
+    EXPECT_EQ(parse_oom_kill("oom_kill\n"), std::nullopt);
+    EXPECT_EQ(parse_oom_kill("oom_kill 3 4\n"), std::nullopt);
+    EXPECT_EQ(parse_oom_kill("oom_kill -1\n"), std::nullopt);
+    EXPECT_EQ(parse_oom_kill(""), std::nullopt);
+}
+
+TEST(ParseOomKill, ReadsACountUpToTheLargestTheKernelWrites) {
+    EXPECT_EQ(parse_oom_kill("oom_kill 18446744073709551615\n"),
+              std::uint64_t{18446744073709551615u});
+}
+
 // /proc/meminfo
 
 TEST(ParseMeminfo, ReadsMemTotalAndMemAvailableInBytes) {
@@ -359,6 +432,15 @@ TEST(RealMachine, ProcessCpuCountRespectsTheCallingThreadsAffinity) {
     }
     thread.join();
     EXPECT_EQ(count.get(), 1u);
+}
+
+TEST(RealMachine, OomKillCountIsReadWhereTheProcesssMemoryCgroupShowsOne) {
+    // Whether this machine shows one is its own affair; where it does, the count must parse.
+    const bool shown =
+        mproc::detail::read_small_file("/proc/self/cgroup").has_value() &&
+        (fs::exists("/sys/fs/cgroup/memory.events") || fs::exists("/sys/fs/cgroup/memory"));
+    if (!shown) GTEST_SKIP() << "no memory cgroup is visible here";
+    EXPECT_NE(mproc::detail::oom_kill_count(), std::nullopt);
 }
 
 TEST(RealMachine, MemoryIsPositiveWithAvailableNotAboveTotal) {

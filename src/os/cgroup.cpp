@@ -220,6 +220,40 @@ CgroupMemory cgroup_memory(const std::filesystem::path& proc_self_cgroup,
     return memory;
 }
 
+std::optional<std::uint64_t> parse_oom_kill(std::string_view text) {
+    while (!text.empty()) {
+        const auto end_of_line = std::min(text.find('\n'), text.size());
+        std::string_view line = text.substr(0, end_of_line);
+        text.remove_prefix(std::min(end_of_line + 1, text.size()));
+        if (next_word(line) == "oom_kill") return parse_number<std::uint64_t>(line);
+    }
+    return std::nullopt;
+}
+
+std::optional<std::uint64_t> cgroup_oom_kill_count(const std::filesystem::path& proc_self_cgroup,
+                                                   const std::filesystem::path& cgroup_mount_root) {
+    // Each hierarchy's directories come root first, so the last one seen is the process's own.
+    std::optional<fs::path> own_v2;
+    std::optional<fs::path> own_v1;
+    visit_binding_directories(proc_self_cgroup, cgroup_mount_root, "memory",
+                              [&](const fs::path& directory, CgroupVersion version) {
+                                  (version == CgroupVersion::kV2 ? own_v2 : own_v1) = directory;
+                              });
+    // A hybrid host lists both, and only the one that carries the memory controller has the
+    // file.
+    if (own_v2) {
+        if (const auto text = read_small_file(*own_v2 / "memory.events")) {
+            return parse_oom_kill(*text);
+        }
+    }
+    if (own_v1) {
+        if (const auto text = read_small_file(*own_v1 / "memory.oom_control")) {
+            return parse_oom_kill(*text);
+        }
+    }
+    return std::nullopt;
+}
+
 Meminfo parse_meminfo(std::string_view text) {
     Meminfo info;
     std::optional<std::uint64_t> free;
@@ -276,6 +310,10 @@ std::size_t workers_for(std::size_t cpus, std::uint64_t available, std::size_t b
     std::uint64_t workers = cpus;
     if (bytes_per_task != 0) workers = std::min<std::uint64_t>(workers, available / bytes_per_task);
     return static_cast<std::size_t>(std::max<std::uint64_t>(workers, 1));
+}
+
+std::optional<std::uint64_t> oom_kill_count() {
+    return cgroup_oom_kill_count("/proc/self/cgroup", "/sys/fs/cgroup");
 }
 
 }  // namespace mproc::detail

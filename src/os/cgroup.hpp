@@ -45,6 +45,23 @@ struct CgroupMemory {
 CgroupMemory cgroup_memory(const std::filesystem::path& proc_self_cgroup,
                            const std::filesystem::path& cgroup_mount_root);
 
+// The count of the "oom_kill N" line of a cgroup's memory.events (v2) or memory.oom_control
+// (v1), or nullopt when the text has no such line or its count is not a whole number. Lines of
+// other keys, "oom_kill_disable" and "oom_group_kill" among them, are not it.
+std::optional<std::uint64_t> parse_oom_kill(std::string_view text);
+
+// How many processes the OOM killer has killed in the process's own memory cgroup; arguments
+// as for cgroup_cpu_limit(). Reads cgroup v2 memory.events, which also counts the kills in the
+// cgroup's descendants, else cgroup v1 memory.oom_control, which counts only the cgroup's own
+// (kernels from 4.13 write that line). Ancestors are not read: their counts include the kills
+// among the process's siblings. nullopt when neither file can be read or parsed. A caller
+// tells an OOM kill from another SIGKILL by a rise in this count across the death.
+std::optional<std::uint64_t> cgroup_oom_kill_count(const std::filesystem::path& proc_self_cgroup,
+                                                   const std::filesystem::path& cgroup_mount_root);
+
+// cgroup_oom_kill_count() of the calling process, from /proc/self/cgroup and /sys/fs/cgroup.
+std::optional<std::uint64_t> oom_kill_count();
+
 // The fields of /proc/meminfo that memory() needs, in bytes.
 struct Meminfo {
     std::optional<std::uint64_t> total;      // MemTotal
