@@ -5,11 +5,13 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -28,6 +30,8 @@
 
 #include "mproc/errors.hpp"
 #include "mproc/pool.hpp"
+#include "oom_cgroup.hpp"
+#include "os/cgroup.hpp"
 #include "process_helpers.hpp"
 
 namespace {
@@ -86,6 +90,21 @@ int exits_with_zero(int) {
 
 int throws_an_int(int) {
     throw 42;
+}
+
+// Touches `bytes` of fresh memory, a page at a time, and returns how many pages it touched.
+long long touches_memory(long long bytes) {
+    const auto size = static_cast<std::size_t>(bytes);
+    void* memory =
+        ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (memory == MAP_FAILED) return -1;
+    const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    long long pages = 0;
+    for (std::size_t offset = 0; offset < size; offset += page, ++pages) {
+        static_cast<volatile char*>(memory)[offset] = 1;
+    }
+    ::munmap(memory, size);
+    return pages;
 }
 
 // A task that runs a pool of its own: the sum of squares below n, and how many children the
@@ -201,6 +220,43 @@ std::set<pid_t> read_pids(int fd, std::chrono::milliseconds timeout) {
     } catch (...) {
         ::_exit(5);
     }
+}
+
+// What the pool's process of the OOM test saw, written to the test through a pipe.
+struct OomReport {
+    int lost_signal = -1;  // WorkerLost::signal() of the task that ran out of memory
+    int lost_exit_code = -1;
+    std::int64_t kills_before = -1;  // oom_kill_count() before and after that task
+    std::int64_t kills_after = -1;
+    int square_after = 0;  // a task after it: 49
+};
+
+// The pool's process of the OOM test: once the test has put it in a small cgroup (a byte on
+// `go`), a pool of one worker runs a task that touches far more memory than the cgroup allows.
+[[noreturn]] void run_pool_that_runs_out_of_memory(mproc::PoolOptions options, int go, int out) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    OomReport report;
+    try {
+        pollfd readable{.fd = go, .events = POLLIN, .revents = 0};
+        char byte = 0;
+        if (::poll(&readable, 1, 30'000) != 1 || ::read(go, &byte, 1) != 1) ::_exit(3);
+        mproc::Pool pool(options);
+        report.kills_before =
+            static_cast<std::int64_t>(mproc::detail::oom_kill_count().value_or(-1));
+        try {
+            pool.apply(touches_memory, 4LL << 30);
+        } catch (const mproc::WorkerLost& lost) {
+            report.lost_signal = lost.signal();
+            report.lost_exit_code = lost.exit_code();
+        }
+        report.kills_after =
+            static_cast<std::int64_t>(mproc::detail::oom_kill_count().value_or(-1));
+        report.square_after = pool.apply(square, 7);
+    } catch (...) {
+        ::_exit(4);
+    }
+    const bool sent = ::write(out, &report, sizeof report) == static_cast<ssize_t>(sizeof report);
+    ::_exit(sent ? 0 : 5);
 }
 
 class PoolRobustnessTest : public mproc::testing::StartMethodTest {
@@ -345,6 +401,54 @@ TEST_P(PoolRobustnessTest, TaskThatThrowsANonStdExceptionFailsWithRemoteErrorOfI
     // A task's exception costs no worker.
     EXPECT_EQ(pool.apply(worker_pid, 0), worker);
     EXPECT_EQ(pool.apply(square, 7), 49);
+}
+
+// --- The OOM killer --------------------------------------------------------------------------
+
+TEST_P(PoolRobustnessTest, WorkerKilledByTheOomKillerFailsItsTaskWithSigkillAndRaisesTheCount) {
+    if (const auto why_not = mproc::testing::OomCgroup::why_not()) {
+        GTEST_SKIP() << "no memory cgroup can be made here: " << *why_not;
+    }
+    // Room for the pool's process, its launcher and its worker under the sanitizers, and far
+    // less than the task touches.
+    const mproc::testing::OomCgroup cgroup(512 << 20);
+    int go[2];
+    int out[2];
+    ASSERT_EQ(::pipe2(go, O_CLOEXEC), 0);
+    ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
+    const pid_t pool_process = ::fork();
+    ASSERT_GE(pool_process, 0);
+    if (pool_process == 0) {
+        ::close(go[1]);
+        ::close(out[0]);
+        run_pool_that_runs_out_of_memory(options(1), go[0], out[1]);
+    }
+    ::close(go[0]);
+    ::close(out[1]);
+    const bool moved = cgroup.add(pool_process);
+    const char byte = 'g';
+    const bool went = moved && ::write(go[1], &byte, 1) == 1;
+    ::close(go[1]);
+
+    OomReport report;
+    pollfd readable{.fd = out[0], .events = POLLIN, .revents = 0};
+    const bool reported =
+        went && ::poll(&readable, 1, 60'000) == 1 &&
+        ::read(out[0], &report, sizeof report) == static_cast<ssize_t>(sizeof report);
+    ::close(out[0]);
+    int status = 0;
+    if (!eventually([&] { return ::waitpid(pool_process, &status, WNOHANG) == pool_process; })) {
+        ::kill(pool_process, SIGKILL);
+        ::waitpid(pool_process, &status, 0);
+    }
+
+    ASSERT_TRUE(moved) << "could not move the pool's process into the cgroup";
+    ASSERT_TRUE(reported) << "the pool's process ended with status " << status << " unreported";
+    EXPECT_EQ(report.lost_signal, SIGKILL);
+    EXPECT_EQ(report.lost_exit_code, 0);
+    EXPECT_GE(report.kills_before, 0) << "oom_kill_count() could not read the cgroup";
+    EXPECT_GT(report.kills_after, report.kills_before);
+    EXPECT_EQ(report.square_after, 49) << "the pool did not go on after the OOM kill";
 }
 
 // --- A pool in a task ---------------------------------------------------------------------------
