@@ -208,8 +208,14 @@ std::set<pid_t> read_pids(int fd, std::chrono::milliseconds timeout) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // the test's end ends this process
     try {
         mproc::Pool pool(options);
-        // Long enough that the two tasks go to two workers.
-        for (const pid_t pid : pool.map(pid_after_sleeping, std::vector<int>{300, 300}, 1)) {
+        // Long enough that the two tasks go to two workers, once both have started.
+        std::set<pid_t> workers;
+        for (int round = 0; round < 10 && workers.size() < 2; ++round) {
+            for (const pid_t pid : pool.map(pid_after_sleeping, std::vector<int>{300, 300}, 1)) {
+                workers.insert(pid);
+            }
+        }
+        for (const pid_t pid : workers) {
             if (::write(out, &pid, sizeof pid) != static_cast<ssize_t>(sizeof pid)) ::_exit(3);
         }
         const pid_t end = 0;
