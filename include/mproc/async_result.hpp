@@ -47,6 +47,23 @@ class ResultState {
         }
         ready_cv_.notify_all();
     }
+    // Settles the result with CancelledError, unless it is ready; true when it did. The value
+    // or error that comes later is dropped.
+    bool cancel() {
+        {
+            std::lock_guard lock(mutex_);
+            if (ready_) return false;
+            error_ = std::make_exception_ptr(
+                CancelledError("mproc: the task was cancelled before it finished"));
+            ready_ = true;
+            cancelled_.store(true, std::memory_order_release);
+            settled_.store(true, std::memory_order_release);
+        }
+        ready_cv_.notify_all();
+        return true;
+    }
+    // Whether cancel() settled it; readable from any thread (the pool's collector asks).
+    bool cancelled() const noexcept { return cancelled_.load(std::memory_order_acquire); }
 
     void wait() {
         // A quick task's result often comes within microseconds: watching for it a little
@@ -104,9 +121,21 @@ class ResultState {
     std::condition_variable ready_cv_;
     bool ready_ = false;
     std::atomic<bool> settled_{false};  // ready_, readable without the lock
+    std::atomic<bool> cancelled_{false};
     const bool watch_first_;
     std::optional<Stored> value_;
     std::exception_ptr error_;
+};
+
+// What stops the tasks of a cancelled result: the pool that runs them. Told after the result
+// was settled as cancelled, it looks for that result's tasks, drops those not started and
+// kills the workers running one.
+class CancelListener {
+  public:
+    virtual void tasks_cancelled() noexcept = 0;
+
+  protected:
+    ~CancelListener() = default;
 };
 
 }  // namespace detail
@@ -116,8 +145,9 @@ class ResultState {
 template <class T>
 class AsyncResult {
   public:
-    explicit AsyncResult(std::shared_ptr<detail::ResultState<T>> state) noexcept
-        : state_(std::move(state)) {}
+    explicit AsyncResult(std::shared_ptr<detail::ResultState<T>> state,
+                         std::weak_ptr<detail::CancelListener> pool = {}) noexcept
+        : state_(std::move(state)), pool_(std::move(pool)) {}
 
     // Waits for the result and returns its value, or rethrows the task's error: RemoteError,
     // WorkerLost, TimeoutError (task_timeout), StateError (the pool was terminated). The value
@@ -143,9 +173,21 @@ class AsyncResult {
     bool ready() const { return state_->ready(); }
     // True when the task ended without an error; StateError if it is not ready yet.
     bool successful() const { return state_->successful(); }
+    // Cancels the task (for map_async and starmap_async: every task of the map) unless its
+    // result is ready: get() then throws CancelledError, and true is returned. A task not yet
+    // started never starts; a running one is stopped by killing its worker, which is replaced,
+    // and no other task is touched. (Calls of numbers that apply_async sent to a worker
+    // together with other calls, in one piece, may still run: their results are dropped.)
+    // False, doing nothing, when the result was already ready.
+    bool cancel() {
+        if (!state_->cancel()) return false;
+        if (auto pool = pool_.lock()) pool->tasks_cancelled();
+        return true;
+    }
 
   private:
     std::shared_ptr<detail::ResultState<T>> state_;
+    std::weak_ptr<detail::CancelListener> pool_;
 };
 
 }  // namespace mproc

@@ -35,19 +35,26 @@ class RemoteError : public Error {
 
 // The worker died while it held the task: a crash, a signal, std::exit, an OOM kill.
 // exit_code() is the value it passed to exit (0 when it was killed by a signal); signal() is
-// the number of the signal that ended it (0 when it exited).
+// the number of the signal that ended it (0 when it exited); runs() is how many times the task
+// ran, each time in a worker that died while running it (more than 1 only with the pool's
+// `retries`); out_of_memory() is true when the kernel's OOM killer is known to have killed it
+// (the cgroup's memory.events counted an OOM kill as it died).
 class WorkerLost : public Error {
   public:
-    WorkerLost(pid_t pid, int exit_code, int signal);
+    WorkerLost(pid_t pid, int exit_code, int signal, unsigned runs = 1, bool out_of_memory = false);
 
     pid_t pid() const noexcept { return pid_; }
     int exit_code() const noexcept { return exit_code_; }
     int signal() const noexcept { return signal_; }
+    unsigned runs() const noexcept { return runs_; }
+    bool out_of_memory() const noexcept { return out_of_memory_; }
 
   private:
     pid_t pid_;
     int exit_code_;
     int signal_;
+    unsigned runs_;
+    bool out_of_memory_;
 };
 
 // A get, join or queue wait ran past its deadline, or a task ran past the pool's task_timeout.
@@ -77,6 +84,13 @@ class Full : public Error {
 // A value could not be encoded, or bytes that arrived could not be decoded: corrupt,
 // truncated or larger than the frame limit.
 class SerializationError : public Error {
+  public:
+    using Error::Error;
+};
+
+// get() on the result of a task that was cancelled (AsyncResult::cancel, or an imap range
+// destroyed before it yielded the task's result).
+class CancelledError : public Error {
   public:
     using Error::Error;
 };

@@ -41,6 +41,17 @@ struct PoolOptions {
     std::optional<StartMethod> start_method = std::nullopt;
     // A task running longer is failed with TimeoutError and its worker killed and replaced.
     std::optional<std::chrono::milliseconds> task_timeout = std::nullopt;
+    // A task whose worker died while running it (a crash, a signal, std::exit, an OOM kill)
+    // runs again, on another worker, up to this many times before it fails with WorkerLost,
+    // whose runs() says how many times it ran. 0: it fails at once. Only for tasks that may
+    // safely run twice: a task that died half way may have done half of its side effects. A
+    // task past task_timeout or cancelled is never run again.
+    unsigned retries = 0;
+    // Bytes (0: off). A worker whose resident memory is over this after a chunk (a task, at
+    // chunksize 1) is replaced before it begins another: the chunks it had not begun go to
+    // other workers, and nothing fails. For a library that leaks or fragments memory, as
+    // maxtasksperchild, but by what the worker holds rather than by how many tasks it ran.
+    std::size_t max_memory_per_child = 0;
 };
 
 // The tasks of an imap or imap_unordered, read as they finish: an input range of R. Reading an
@@ -197,7 +208,8 @@ class Pool {
             auto job = std::make_shared<detail::SingleJob<R>>();
             core_->submit(job, std::span(&frame, 1));
             // The result lives in the job: one allocation for both.
-            return AsyncResult<R>(std::shared_ptr<detail::ResultState<R>>(job, &job->state()));
+            return AsyncResult<R>(std::shared_ptr<detail::ResultState<R>>(job, &job->state()),
+                                  core_);
         }
     }
 
@@ -236,7 +248,7 @@ class Pool {
             result = job->add_call(job);
             core_->submit_batch(job, encoder.finish());
         }
-        return AsyncResult<R>(std::move(result));
+        return AsyncResult<R>(std::move(result), core_);
     }
 
     // Encodes the inputs chunk by chunk and hands the chunks to the pool as they are made: the
@@ -317,12 +329,12 @@ class Pool {
     auto submit_map(F f, Inputs&& inputs, std::size_t chunksize, AsArgs as_args) {
         using R = result_t<F, ArgTuple>;
         return encode_and_submit<F, ArgTuple>(
-            f, std::forward<Inputs>(inputs), chunksize, 0, as_args, [](std::size_t tasks) {
+            f, std::forward<Inputs>(inputs), chunksize, 0, as_args, [this](std::size_t tasks) {
                 // A map's caller sleeps at once (ResultState::wait).
                 auto state = std::make_shared<detail::ResultState<detail::map_result_t<R>>>(false);
                 return std::pair{
                     std::shared_ptr<detail::Job>(std::make_shared<detail::MapJob<R>>(tasks, state)),
-                    AsyncResult<detail::map_result_t<R>>(std::move(state))};
+                    AsyncResult<detail::map_result_t<R>>(std::move(state), core_)};
             });
     }
 
@@ -339,7 +351,7 @@ class Pool {
             });
     }
 
-    std::unique_ptr<detail::PoolCore> core_;
+    std::shared_ptr<detail::PoolCore> core_;
 };
 
 }  // namespace mproc

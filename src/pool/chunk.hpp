@@ -17,6 +17,9 @@ struct Chunk {
     std::shared_ptr<Frame> frame;
     std::uint64_t sequence = 0;  // set when it is sent; a resent chunk gets a new one
     int losses = 0;              // workers lost while it was in flight with no task running
+    // Times its tasks ran, each in a worker that died while running it (PoolOptions::retries):
+    // only a chunk of one task, sent again after such a death, has any.
+    int runs = 0;
     // Tasks that are each a unit of their own (apply_async calls, a map's tasks of chunksize
     // 1), travelling together only to save frames: the collector cuts the chunk into pieces
     // as it sends it (PoolCore::Impl::take_piece).

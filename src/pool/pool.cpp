@@ -17,7 +17,7 @@ Pool::Pool() : Pool(PoolOptions{}) {}
 
 Pool::Pool(std::size_t processes) : Pool(PoolOptions{.processes = processes}) {}
 
-Pool::Pool(PoolOptions options) : core_(std::make_unique<detail::PoolCore>(options)) {}
+Pool::Pool(PoolOptions options) : core_(std::make_shared<detail::PoolCore>(options)) {}
 
 Pool::~Pool() {
     if (!core_) return;

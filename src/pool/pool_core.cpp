@@ -22,6 +22,7 @@
 #include "mproc/detail/shared_region.hpp"
 #include "mproc/pool.hpp"
 #include "mproc/resources.hpp"
+#include "os/cgroup.hpp"
 #include "os/deadline.hpp"
 #include "os/futex.hpp"
 #include "os/process.hpp"
@@ -77,6 +78,14 @@ std::exception_ptr terminated_error() {
         StateError("mproc: the pool was terminated before this task finished"));
 }
 
+// A worker the pool killed on purpose, and the task it meant to stop: the task running when
+// the worker died is that task's only if it is still the one running.
+struct PoolKill {
+    enum class Reason { timeout, cancel } reason;
+    std::uint64_t sequence;
+    std::uint32_t item;
+};
+
 // One worker as the collector sees it.
 struct Worker {
     std::uint32_t slot = 0;
@@ -99,7 +108,10 @@ struct Worker {
     // reports its exit; a collector that polled it would spin and keep the launcher (and the
     // exiting worker) from the CPU that report needs.
     bool link_closed = false;
-    bool killed_for_timeout = false;
+    std::optional<PoolKill> killed;
+    // It sent `retiring` (over max_memory_per_child): it exits having begun none of the chunks
+    // it still has in flight.
+    bool retiring = false;
 };
 
 // The batch of a map's tasks that the workers take from the claim board, while one is open.
@@ -127,6 +139,8 @@ struct PoolCore::Impl {
     std::size_t processes;
     std::size_t maxtasksperchild;
     std::optional<std::chrono::milliseconds> task_timeout;
+    unsigned retries;
+    std::uint64_t memory_limit;
     std::optional<BoundCall> initializer;
     std::shared_ptr<SharedRegion> status_memory;
     std::optional<WorkerLauncher> launcher;
@@ -140,6 +154,8 @@ struct PoolCore::Impl {
     // The eventfd was written and the collector has not taken the submissions since: later
     // submissions need not write it again, which saves a system call per apply_async.
     bool wake_pending = false;
+    // A result was cancelled since the collector last looked (PoolCore::tasks_cancelled).
+    bool cancels_pending = false;
     bool joined = false;
     // Every worker has started, or none will: the constructor waits for it (see PoolCore).
     bool ready = false;
@@ -151,12 +167,16 @@ struct PoolCore::Impl {
     std::vector<bool> launching;                 // by slot: asked for, not yet started
     std::uint64_t next_sequence = 1;
     bool woken = true;             // poll saw the eventfd readable
+    bool cancel_scan = false;      // take_submissions found cancels_pending
     std::vector<pollfd> poll_fds;  // poll_once's, kept to reuse their memory
     std::vector<std::uint32_t> poll_slots;
     std::exception_ptr broken;  // the initializer's error: no task can run
     bool shutting_down = false;
     std::optional<Claim> claim;
     std::uint64_t claims_opened = 0;
+    // The OOM kills counted in the pool's cgroup when the last worker died (or the pool began):
+    // a worker killed by SIGKILL as the count rises was most likely the OOM killer's.
+    std::optional<std::uint64_t> oom_kills;
 
     explicit Impl(const PoolOptions& options);
     WorkerStatus& status(std::uint32_t slot) const {
@@ -179,6 +199,21 @@ struct PoolCore::Impl {
     template <class Settle>
     void settle_untaken(Settle settle);
     std::exception_ptr death_error(const Worker& worker, const ExitStatus& exit) const;
+    std::exception_ptr kill_error(PoolKill::Reason reason, pid_t pid) const;
+    void lose_task(const Worker& worker, const ExitStatus& exit, const Chunk& chunk,
+                   std::uint32_t task, bool out_of_memory, std::deque<Chunk>& resend);
+    std::vector<std::uint32_t> recover_recorded(const Worker& worker, const Chunk& chunk,
+                                                std::uint32_t tasks,
+                                                const std::vector<bool>* settled);
+    void lose_claim(Worker& worker, const ExitStatus& exit, bool out_of_memory);
+    bool killed_by_oom(const ExitStatus& exit);
+    void drop_cancelled();
+    // SIGKILLs the worker to stop the task it is running now, for `reason`.
+    void kill_for(Worker& worker, PoolKill::Reason reason);
+    void cancel_in_flight(Worker& worker);
+    void skip_chunk(const Worker& worker, std::uint64_t sequence);
+    void unskip_chunk(const Worker& worker, std::uint64_t sequence);
+    void lose_launcher();
     bool pending_at_most(std::size_t pieces) const;
     void dispatch();
     void send_chunk(Worker& worker, Chunk chunk);
@@ -211,6 +246,8 @@ PoolCore::Impl::Impl(const PoolOptions& options)
     : processes(options.processes != 0 ? options.processes : process_cpu_count()),
       maxtasksperchild(options.maxtasksperchild),
       task_timeout(options.task_timeout),
+      retries(options.retries),
+      memory_limit(options.max_memory_per_child),
       initializer(options.initializer),
       workers(processes),
       launching(processes, false) {
@@ -225,7 +262,9 @@ PoolCore::Impl::Impl(const PoolOptions& options)
     for (std::size_t slot = 0; slot < processes; ++slot) {
         new (&status(slot)) WorkerStatus();
         if (task_timeout) status(slot).timed.store(1, std::memory_order_relaxed);
+        status(slot).memory_limit.store(memory_limit, std::memory_order_relaxed);
     }
+    oom_kills = oom_kill_count();
     wake = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!wake) throw_system_error("eventfd");
     // The launcher is forked before the collector thread exists: it inherits no thread.
@@ -262,6 +301,7 @@ PoolCore::Impl::State PoolCore::Impl::take_submissions() {
     }
     std::lock_guard lock(mutex);
     wake_pending = false;
+    cancel_scan |= std::exchange(cancels_pending, false);
     while (!submitted.empty()) {
         if (broken) {
             submitted.front().fail(broken);
@@ -326,17 +366,35 @@ void PoolCore::Impl::run() {
     while (true) {
         const State state = take_submissions();
         if (state == State::terminating) return terminate_now();
+        if (std::exchange(cancel_scan, false)) drop_cancelled();
         dispatch();
-        maybe_shut_down(state);
+        if (launcher->gone()) {
+            // Nothing can run any more; the loop stays to fail what is submitted until close.
+            if (state == State::closed) return;
+        } else {
+            maybe_shut_down(state);
+        }
         poll_once(poll_timeout_ms());
         if (!handle_launcher_events()) {
-            // The launcher has exited: after a shutdown, as it should; otherwise it failed to
-            // start or was killed, and with it every worker.
-            if (has_work()) fail_everything(launcher_lost_error());
-            return;
+            // The launcher has exited: after a shutdown, as it should.
+            if (shutting_down) return;
+            lose_launcher();
         }
         check_timeouts();
     }
+}
+
+// The launcher failed to start or was killed (SIGKILL, the OOM killer), and its workers died
+// with it (their death signal). The pool does not start another: under fork it would be a
+// fork of a process that now runs threads (the collector's and the user's), the very hazard
+// the launcher exists to avoid, and a launcher that was killed says the machine is in trouble.
+// So the pool is broken: what was submitted fails with the launcher's error, and so does every
+// later submission, at once (take_submissions), until the pool is closed or terminated.
+void PoolCore::Impl::lose_launcher() {
+    broken = launcher_lost_error();
+    fail_everything(broken);
+    for (auto& worker : workers) worker.reset();
+    std::fill(launching.begin(), launching.end(), false);
 }
 
 bool PoolCore::Impl::free_for_work(const Worker& worker) {
@@ -374,7 +432,7 @@ void PoolCore::Impl::dispatch() {
                            [](const auto& w) { return w && free_for_work(*w); });
     };
     if (!claim && !pending.empty() && pending.front().claimable && maxtasksperchild == 0 &&
-        !broken && some_worker_free()) {
+        memory_limit == 0 && !broken && some_worker_free()) {
         open_claim();
     }
     if (claim_has_tasks_left()) {
@@ -463,7 +521,8 @@ int PoolCore::Impl::poll_timeout_ms() const {
 void PoolCore::Impl::poll_once(int timeout_ms) {
     auto& fds = poll_fds;
     auto& slots = poll_slots;
-    fds.assign({{wake.get(), POLLIN, 0}, {launcher->poll_fd(), POLLIN, 0}});
+    // A launcher that is gone would be readable (hung up) for ever; poll skips a negative fd.
+    fds.assign({{wake.get(), POLLIN, 0}, {launcher->gone() ? -1 : launcher->poll_fd(), POLLIN, 0}});
     slots.clear();
     for (auto& worker : workers) {
         if (!worker || worker->link_closed) continue;
@@ -537,10 +596,22 @@ void PoolCore::Impl::deliver(Worker& worker, const Frame& frame) {
         fail_everything(broken);
         return;
     }
+    if (frame.kind() == FrameKind::retiring) {
+        worker.retiring = true;
+        worker.stopping = true;
+        return;
+    }
     if (!worker.in_flight.empty() && worker.in_flight.front().claimed) {
         return deliver_claimed(worker, frame);
     }
     const FrameHeader header = frame.header();
+    if (frame.kind() == FrameKind::skipped && !worker.in_flight.empty() &&
+        worker.in_flight.front().sequence == header.sequence) {
+        // Cancelled before it began: its results were settled when it was cancelled.
+        unskip_chunk(worker, header.sequence);
+        worker.in_flight.pop_front();
+        return;
+    }
     const bool block = frame.kind() == FrameKind::result_block;
     if ((frame.kind() != FrameKind::result && !block) || worker.in_flight.empty() ||
         worker.in_flight.front().sequence != header.sequence) {
@@ -549,6 +620,7 @@ void PoolCore::Impl::deliver(Worker& worker, const Frame& frame) {
     }
     Chunk chunk = std::move(worker.in_flight.front());
     worker.in_flight.pop_front();
+    unskip_chunk(worker, chunk.sequence);  // marked too late: the worker had begun it
     if (block) {
         // A piece the worker ended early (run_block_chunk): its tasks not run go out again
         // first, as a batch of their own.
@@ -660,6 +732,7 @@ void PoolCore::Impl::maybe_close_claim() {
     // died with a worker after they ran go out again, in order, as pieces.
     const Claim closed = std::move(*claim);
     claim.reset();
+    if (closed.batch.job->cancelled(closed.batch.first_task)) return;  // a map's: all of it
     std::deque<Chunk> lost;
     for (std::uint32_t begin = 0; begin < closed.tasks();) {
         std::uint32_t end = begin;
@@ -710,6 +783,10 @@ void PoolCore::Impl::handle_exited(const WorkerLauncher::Event& event) {
     read_results(*slot);  // what it sent before it died still counts
     if (!slot->in_flight.empty()) handle_lost(*slot, event.status);
     slot.reset();
+    // The slot's next worker starts with no chunk skipped.
+    WorkerStatus& status = this->status(event.slot);
+    for (auto& entry : status.skipped) entry.store(0, std::memory_order_relaxed);
+    status.skipped_count.store(0, std::memory_order_release);
     if (!broken &&
         (event.status.exit_code == exit_missing_init ||
          event.status.exit_code == exit_bootstrap_failed) &&
@@ -725,72 +802,266 @@ void PoolCore::Impl::handle_exited(const WorkerLauncher::Event& event) {
     }
 }
 
-std::exception_ptr PoolCore::Impl::death_error(const Worker& worker, const ExitStatus& exit) const {
-    if (worker.killed_for_timeout) {
-        return std::make_exception_ptr(
-            TimeoutError("mproc: the task ran longer than the pool's task_timeout of " +
-                         std::to_string(task_timeout->count()) + " ms; its worker " +
-                         std::to_string(worker.pid) + " was killed and replaced"));
+std::exception_ptr PoolCore::Impl::kill_error(PoolKill::Reason reason, pid_t pid) const {
+    if (reason == PoolKill::Reason::cancel) {
+        return std::make_exception_ptr(CancelledError("mproc: the task was cancelled"));
     }
+    return std::make_exception_ptr(
+        TimeoutError("mproc: the task ran longer than the pool's task_timeout of " +
+                     std::to_string(task_timeout->count()) + " ms; its worker " +
+                     std::to_string(pid) + " was killed and replaced"));
+}
+
+bool PoolCore::Impl::killed_by_oom(const ExitStatus& exit) {
+    if (exit.signal != SIGKILL) return false;
+    const auto count = oom_kill_count();
+    const bool rose = count && oom_kills && *count > *oom_kills;
+    if (count) oom_kills = count;
+    return rose;
+}
+
+// Task `task` of chunk was running when its worker died: it fails, or (with retries, or when
+// the pool's kill was meant for another task) goes out again, alone, at the end of `resend`.
+void PoolCore::Impl::lose_task(const Worker& worker, const ExitStatus& exit, const Chunk& chunk,
+                               std::uint32_t task, bool out_of_memory, std::deque<Chunk>& resend) {
+    const bool meant =
+        worker.killed && worker.killed->sequence == chunk.sequence && worker.killed->item == task;
+    if (meant)
+        return chunk.job->fail(chunk.first_task + task,
+                               kill_error(worker.killed->reason, worker.pid));
+    // A kill meant for the task before it, which had just ended: this task did nothing wrong.
+    const bool stray_kill = worker.killed.has_value();
+    const unsigned runs = static_cast<unsigned>(chunk.runs) + 1;
+    if (stray_kill || runs <= retries) {
+        Chunk again = slice(chunk, task, task + 1);
+        again.runs = stray_kill ? chunk.runs : static_cast<int>(runs);
+        resend.push_back(std::move(again));
+        return;
+    }
+    chunk.job->fail(chunk.first_task + task,
+                    std::make_exception_ptr(
+                        WorkerLost(worker.pid, exit.exit_code, exit.signal, runs, out_of_memory)));
+}
+
+// Delivers the values that the worker recorded in its ResultArea for the chunk (the first
+// `tasks` of it) before it died, except those `settled` already (a claim's); returns them.
+std::vector<std::uint32_t> PoolCore::Impl::recover_recorded(const Worker& worker,
+                                                            const Chunk& chunk, std::uint32_t tasks,
+                                                            const std::vector<bool>* settled) {
+    std::vector<std::uint32_t> recovered;
+    ResultArea& area = status(worker.slot).results;
+    if (area.sequence.load(std::memory_order_acquire) != chunk.sequence) return recovered;
+    for (std::uint32_t task = 0; task < std::min(tasks, recorded_tasks); ++task) {
+        if (std::atomic_ref(area.done[task]).load(std::memory_order_acquire) == 0) continue;
+        if (settled != nullptr && (*settled)[task]) continue;
+        recovered.push_back(task);
+    }
+    if (recovered.empty()) return recovered;
+    try {
+        chunk.job->deliver_recorded(chunk.first_task, recovered,
+                                    std::span<const std::byte>(area.values));
+    } catch (const SerializationError&) {
+        recovered.clear();  // not a job of numbers: its tasks run again
+    }
+    return recovered;
+}
+
+void PoolCore::Impl::lose_claim(Worker& worker, const ExitStatus& exit, bool out_of_memory) {
+    // A claim is all a worker has in flight. The tasks whose values it recorded are settled
+    // now; the task it was running fails (or runs again, with retries); the others it took go
+    // out again when the claim closes.
+    const WorkerStatus& status = this->status(worker.slot);
+    const Chunk chunk = std::move(worker.in_flight.front());
+    worker.in_flight.clear();
+    for (std::uint32_t task : recover_recorded(worker, chunk, claim->tasks(), &claim->settled)) {
+        claim->settled[task] = true;
+    }
+    const auto task = status.item.load(std::memory_order_relaxed);
+    if (status.running.load(std::memory_order_acquire) != 0 &&
+        status.sequence.load(std::memory_order_relaxed) == chunk.sequence &&
+        task < claim->tasks() && !claim->settled[task]) {
+        claim->settled[task] = true;
+        Chunk culprit = slice(claim->batch, task, task + 1);
+        culprit.sequence = chunk.sequence;
+        std::deque<Chunk> resend;
+        lose_task(worker, exit, culprit, 0, out_of_memory, resend);
+        pending.insert(pending.begin(), std::make_move_iterator(resend.begin()),
+                       std::make_move_iterator(resend.end()));
+    } else if (++claim->losses >= max_chunk_losses) {
+        // Workers die of the claim itself, not of a task: what is left of it fails.
+        const auto error = death_error(worker, exit);
+        settle_untaken(
+            [&](std::uint32_t untaken) { chunk.job->fail(chunk.first_task + untaken, error); });
+    }
+    maybe_close_claim();
+}
+
+std::exception_ptr PoolCore::Impl::death_error(const Worker& worker, const ExitStatus& exit) const {
     return std::make_exception_ptr(WorkerLost(worker.pid, exit.exit_code, exit.signal));
 }
 
 void PoolCore::Impl::handle_lost(Worker& worker, const ExitStatus& exit) {
-    const WorkerStatus& status = this->status(worker.slot);
-    if (worker.in_flight.front().claimed) {
-        // A claim is all a worker has in flight. The task it was running fails; those it ran
-        // before go out again when the claim closes.
-        const Chunk& chunk = worker.in_flight.front();
-        const auto task = status.item.load(std::memory_order_relaxed);
-        if (status.running.load(std::memory_order_acquire) != 0 &&
-            status.sequence.load(std::memory_order_relaxed) == chunk.sequence &&
-            task < claim->tasks() && !claim->settled[task]) {
-            claim->settled[task] = true;
-            chunk.job->fail(chunk.first_task + task, death_error(worker, exit));
-        } else if (++claim->losses >= max_chunk_losses) {
-            // Workers die of the claim itself, not of a task: what is left of it fails.
-            const auto error = death_error(worker, exit);
-            settle_untaken(
-                [&](std::uint32_t untaken) { chunk.job->fail(chunk.first_task + untaken, error); });
-        }
-        worker.in_flight.clear();
-        return maybe_close_claim();
+    auto& in_flight = worker.in_flight;
+    if (worker.retiring) {
+        // It retired after a chunk, over max_memory_per_child, and began none of these.
+        pending.insert(pending.begin(), std::make_move_iterator(in_flight.begin()),
+                       std::make_move_iterator(in_flight.end()));
+        return in_flight.clear();
     }
+    const bool out_of_memory = killed_by_oom(exit);
+    // Its chunks go back to the queue: those of results cancelled with the one it was killed
+    // for are dropped there.
+    if (worker.killed && worker.killed->reason == PoolKill::Reason::cancel) cancel_scan = true;
+    if (in_flight.front().claimed) return lose_claim(worker, exit, out_of_memory);
     // The chunk the worker was in when it died. The chunks before it had ended, but their
     // results, held back to leave with later ones (worker_loop.cpp), died with the worker: they
-    // run again and count no loss.
+    // run again and count no loss. The chunks after it had not begun.
+    const WorkerStatus& status = this->status(worker.slot);
     const auto sequence = status.sequence.load(std::memory_order_relaxed);
-    auto& in_flight = worker.in_flight;
     std::size_t current = 0;
     while (current < in_flight.size() && in_flight[current].sequence != sequence) ++current;
-    if (current == in_flight.size()) current = 0;  // it died before it began any
-    const bool task_running = status.running.load(std::memory_order_acquire) != 0 &&
-                              in_flight[current].sequence == sequence;
+    const bool began = current < in_flight.size();
+    if (!began) current = 0;  // it died before it began any
+    const Chunk chunk = std::move(in_flight[current]);
+    // Of the chunk it was in: the values it recorded are delivered; the task it was running,
+    // if it had no value yet, is lost; the others run again.
+    std::vector<bool> done(chunk.tasks(), false);
+    if (began) {
+        for (std::uint32_t task : recover_recorded(worker, chunk, chunk.tasks(), nullptr)) {
+            done[task] = true;
+        }
+    }
+    const auto item = status.item.load(std::memory_order_relaxed);
+    const bool task_running = began && status.running.load(std::memory_order_acquire) != 0 &&
+                              item < chunk.tasks() && !done[item];
+    // With no task running, the worker died of the chunk itself (or between its tasks): a
+    // chunk that does so max_chunk_losses times fails, so that no chunk kills workers for ever.
+    const int losses = chunk.losses + (task_running ? 0 : 1);
     std::deque<Chunk> resend;
     for (std::size_t i = 0; i < current; ++i) resend.push_back(std::move(in_flight[i]));
-    for (std::size_t i = current; i < in_flight.size(); ++i) {
-        Chunk& chunk = in_flight[i];
-        if (i != current) {
-            resend.push_back(std::move(chunk));
-        } else if (task_running) {
-            const std::uint32_t culprit = std::min(status.item.load(), chunk.tasks() - 1);
-            chunk.job->fail(chunk.first_task + culprit, death_error(worker, exit));
-            // The chunk's other tasks did not fail: they run again, elsewhere. Those before
-            // the culprit had finished, but their results died with the worker.
-            if (culprit > 0) resend.push_back(slice(chunk, 0, culprit));
-            if (culprit + 1 < chunk.tasks()) {
-                resend.push_back(slice(chunk, culprit + 1, chunk.tasks()));
+    for (std::uint32_t begin = 0; begin < chunk.tasks();) {
+        std::uint32_t end = begin;
+        while (end < chunk.tasks() && !done[end] && !(task_running && end == item)) ++end;
+        if (end > begin) {
+            Chunk part = begin == 0 && end == chunk.tasks() ? chunk : slice(chunk, begin, end);
+            part.runs = chunk.runs;
+            part.losses = losses;
+            if (losses >= max_chunk_losses) {
+                part.fail(death_error(worker, exit));
+            } else {
+                resend.push_back(std::move(part));
             }
-        } else if (++chunk.losses >= max_chunk_losses) {
-            chunk.fail(
-                std::make_exception_ptr(WorkerLost(worker.pid, exit.exit_code, exit.signal)));
-        } else {
-            resend.push_back(std::move(chunk));
         }
+        begin = end + 1;
+    }
+    if (task_running) lose_task(worker, exit, chunk, item, out_of_memory, resend);
+    for (std::size_t i = current + 1; i < in_flight.size(); ++i) {
+        resend.push_back(std::move(in_flight[i]));
     }
     in_flight.clear();
     pending.insert(pending.begin(), std::make_move_iterator(resend.begin()),
                    std::make_move_iterator(resend.end()));
+}
+
+namespace {
+
+// Whether every task of the chunk was cancelled; `some` tells whether any was.
+bool all_cancelled(const Chunk& chunk, bool* some = nullptr) {
+    std::uint32_t cancelled = 0;
+    for (std::uint32_t task = 0; task < chunk.tasks(); ++task) {
+        cancelled += chunk.job->cancelled(chunk.first_task + task) ? 1 : 0;
+    }
+    if (some != nullptr) *some = cancelled > 0;
+    return cancelled == chunk.tasks();
+}
+
+}  // namespace
+
+// Results were cancelled (AsyncResult::cancel, an imap range destroyed early): their tasks not
+// yet sent are dropped, those sent and not begun are skipped by their workers, and a worker
+// running one is killed (and replaced, as for any death; its other chunks go elsewhere).
+void PoolCore::Impl::drop_cancelled() {
+    std::deque<Chunk> kept;
+    for (Chunk& chunk : pending) {
+        bool some = false;
+        if (all_cancelled(chunk, &some)) continue;
+        if (!some) {
+            kept.push_back(std::move(chunk));
+            continue;
+        }
+        // Calls of an apply_async batch, some cancelled: the others keep their places.
+        for (std::uint32_t begin = 0; begin < chunk.tasks();) {
+            std::uint32_t end = begin;
+            while (end < chunk.tasks() && !chunk.job->cancelled(chunk.first_task + end)) ++end;
+            if (end > begin) {
+                Chunk part = slice(chunk, begin, end);
+                part.batch = chunk.batch;
+                part.runs = chunk.runs;
+                part.losses = chunk.losses;
+                kept.push_back(std::move(part));
+            }
+            begin = end + 1;
+        }
+    }
+    pending = std::move(kept);
+    if (claim && claim->batch.job->cancelled(claim->batch.first_task)) {
+        settle_untaken([](std::uint32_t) {});
+    }
+    for (auto& worker : workers) {
+        if (worker && !worker->in_flight.empty() && !worker->killed) cancel_in_flight(*worker);
+    }
+    maybe_close_claim();
+}
+
+void PoolCore::Impl::cancel_in_flight(Worker& worker) {
+    const WorkerStatus& status = this->status(worker.slot);
+    const auto running = status.sequence.load(std::memory_order_relaxed);
+    const bool busy = status.running.load(std::memory_order_acquire) != 0;
+    const auto item = status.item.load(std::memory_order_relaxed);
+    for (const Chunk& chunk : worker.in_flight) {
+        if (chunk.sequence == running) {
+            // The one it runs (a claim's task `item` is task `item` of the claim's batch).
+            if (busy && (chunk.claimed || item < chunk.tasks()) &&
+                chunk.job->cancelled(chunk.first_task + item)) {
+                return kill_for(worker, PoolKill::Reason::cancel);
+            }
+        } else if (chunk.sequence > running && !chunk.claimed && all_cancelled(chunk)) {
+            // Sequences grow as chunks are sent, and a worker runs them in order: it has not
+            // begun this one.
+            skip_chunk(worker, chunk.sequence);
+        }
+    }
+}
+
+void PoolCore::Impl::skip_chunk(const Worker& worker, std::uint64_t sequence) {
+    WorkerStatus& status = this->status(worker.slot);
+    for (auto& entry : status.skipped) {
+        if (entry.load(std::memory_order_relaxed) == sequence) return;
+    }
+    for (auto& entry : status.skipped) {
+        if (entry.load(std::memory_order_relaxed) != 0) continue;
+        entry.store(sequence, std::memory_order_relaxed);
+        status.skipped_count.fetch_add(1, std::memory_order_release);
+        return;
+    }
+    // No room: the chunk runs, and its results are dropped.
+}
+
+void PoolCore::Impl::unskip_chunk(const Worker& worker, std::uint64_t sequence) {
+    WorkerStatus& status = this->status(worker.slot);
+    if (status.skipped_count.load(std::memory_order_relaxed) == 0) return;
+    for (auto& entry : status.skipped) {
+        if (entry.load(std::memory_order_relaxed) != sequence) continue;
+        entry.store(0, std::memory_order_relaxed);
+        status.skipped_count.fetch_sub(1, std::memory_order_relaxed);
+    }
+}
+
+void PoolCore::Impl::kill_for(Worker& worker, PoolKill::Reason reason) {
+    const WorkerStatus& status = this->status(worker.slot);
+    worker.killed = PoolKill{reason, status.sequence.load(std::memory_order_relaxed),
+                             status.item.load(std::memory_order_relaxed)};
+    signal_pidfd(worker.pidfd, SIGKILL);
 }
 
 void PoolCore::Impl::check_timeouts() {
@@ -798,13 +1069,12 @@ void PoolCore::Impl::check_timeouts() {
     const auto now = std::chrono::steady_clock::now().time_since_epoch();
     const auto limit = std::chrono::duration_cast<std::chrono::nanoseconds>(*task_timeout).count();
     for (auto& worker : workers) {
-        if (!worker || worker->in_flight.empty() || worker->killed_for_timeout) continue;
+        if (!worker || worker->in_flight.empty() || worker->killed) continue;
         const WorkerStatus& status = this->status(worker->slot);
         if (status.running.load(std::memory_order_acquire) == 0) continue;
         const auto started = status.started_ns.load(std::memory_order_relaxed);
         if (std::chrono::nanoseconds(now).count() - started > limit) {
-            worker->killed_for_timeout = true;
-            signal_pidfd(worker->pidfd, SIGKILL);
+            kill_for(*worker, PoolKill::Reason::timeout);
         }
     }
 }
@@ -857,7 +1127,7 @@ void PoolCore::Impl::terminate_now() {
     launcher->kill_all();
     fail_everything(terminated_error());
     // Wait for the launcher to report that it and its workers are gone.
-    bool gone = false;
+    bool gone = launcher->gone();
     while (!gone) {
         pollfd fd{launcher->poll_fd(), POLLIN, 0};
         if (::poll(&fd, 1, -1) < 0 && errno != EINTR) break;
@@ -892,6 +1162,14 @@ PoolCore::~PoolCore() {
         if (impl_->joined) return;
     }
     terminate();
+}
+
+void PoolCore::tasks_cancelled() noexcept {
+    {
+        std::lock_guard lock(impl_->mutex);
+        impl_->cancels_pending = true;
+    }
+    impl_->wake_collector();
 }
 
 std::size_t PoolCore::processes() const noexcept {

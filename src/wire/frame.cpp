@@ -16,7 +16,7 @@ void check_header(const FrameHeader& header) {
                                  std::to_string(frame_version));
     }
     if (header.kind < static_cast<std::uint16_t>(FrameKind::task) ||
-        header.kind > static_cast<std::uint16_t>(FrameKind::result_block)) {
+        header.kind > static_cast<std::uint16_t>(FrameKind::retiring)) {
         throw SerializationError("mproc: a frame has the unknown kind " +
                                  std::to_string(header.kind));
     }

@@ -248,6 +248,7 @@ WorkerLauncher::~WorkerLauncher() {
 }
 
 void WorkerLauncher::request(std::uint32_t op, std::uint32_t slot) {
+    if (gone_) return;
     const Request request{op, slot};
     send_packet(control_.get(), &request, sizeof request);
 }
@@ -263,6 +264,7 @@ void WorkerLauncher::kill_all() {
 }
 
 std::optional<WorkerLauncher::Event> WorkerLauncher::next_event() {
+    if (gone_) return std::nullopt;
     Notice notice{};
     std::vector<UniqueFd> fds;
     const ssize_t size = receive_packet(control_.get(), &notice, sizeof notice, fds, false);
@@ -270,6 +272,7 @@ std::optional<WorkerLauncher::Event> WorkerLauncher::next_event() {
     Event event;
     if (size == 0) {
         event.kind = Event::Kind::gone;
+        gone_ = true;
         return event;
     }
     event.kind = static_cast<Event::Kind>(notice.kind);

@@ -51,6 +51,9 @@ class WorkerLauncher {
     void kill_all();
     // The next event, or nullopt when none is waiting. After `gone`, there are no more.
     std::optional<Event> next_event();
+    // Whether next_event() has said `gone`: the launcher has exited, and the requests above do
+    // nothing.
+    bool gone() const noexcept { return gone_; }
     // Waits for the launcher process to end, reaps it, and tells how it ended.
     ExitStatus reap();
 
@@ -60,6 +63,7 @@ class WorkerLauncher {
     pid_t pid_ = 0;
     UniqueFd control_;
     bool reaped_ = false;
+    bool gone_ = false;
     ExitStatus exit_;
 };
 

@@ -1,4 +1,7 @@
 #include "mproc/detail/task_codec.hpp"
+
+#include <algorithm>
+#include <cstring>
 #include "worker/exception_capture.hpp"
 
 namespace mproc::detail {
@@ -7,8 +10,17 @@ ResultWriter::ResultWriter(std::uint64_t sequence, WorkerStatus* status, ClaimBo
     : writer_(FrameKind::result, sequence),
       status_(status),
       board_(board),
-      timed_(status != nullptr && status->timed.load(std::memory_order_relaxed) != 0) {
+      timed_(status != nullptr && status->timed.load(std::memory_order_relaxed) != 0),
+      sequence_(sequence) {
     if (status_ != nullptr) status_->sequence.store(sequence, std::memory_order_relaxed);
+}
+
+void ResultWriter::start_recording(std::uint32_t tasks) noexcept {
+    ResultArea& area = status_->results;
+    area.sequence.store(0, std::memory_order_relaxed);
+    std::memset(area.done, 0, std::min(tasks, recorded_tasks));
+    area.sequence.store(sequence_, std::memory_order_release);
+    recording_ = true;
 }
 
 void ResultWriter::ok_void() {

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <exception>
@@ -9,6 +10,7 @@
 
 #include "mproc/detail/task_codec.hpp"
 #include "os/futex.hpp"
+#include "os/memory_usage.hpp"
 #include "transport/socket_link.hpp"
 #include "wire/payload_file_reuse.hpp"
 #include "worker/exception_capture.hpp"
@@ -91,6 +93,25 @@ void initialize(const Frame& initializer, Link& link) {
     end_worker(1);
 }
 
+// Whether the pool cancelled the chunk before it began (WorkerStatus::skipped): one load while
+// nothing is cancelled.
+bool cancelled_before_start(const WorkerStatus& status, std::uint64_t sequence) noexcept {
+    if (status.skipped_count.load(std::memory_order_acquire) == 0) return false;
+    return std::any_of(std::begin(status.skipped), std::end(status.skipped),
+                       [&](const auto& entry) { return entry.load() == sequence; });
+}
+
+// Whether the worker has outgrown the pool's max_memory_per_child.
+bool over_memory_limit(const WorkerStatus& status) {
+    const std::uint64_t limit = status.memory_limit.load(std::memory_order_relaxed);
+    return limit != 0 && resident_bytes() > limit;
+}
+
+Frame answer_only(FrameKind kind, std::uint64_t sequence) {
+    FrameWriter writer(kind, sequence);
+    return writer.finish();
+}
+
 }  // namespace
 
 void refuse_to_serve(Link& pool, int exit_code) noexcept {
@@ -128,12 +149,21 @@ void run_worker(std::unique_ptr<Link> pool, WorkerStatus& status, ClaimBoard& bo
         if (!frame || frame->kind() == FrameKind::stop) end_worker(0);
         if (frame->kind() != FrameKind::task && frame->kind() != FrameKind::task_block) continue;
         const auto started = Clock::now();
-        Frame results = run_frame(*frame, &status, &board);
+        const std::uint64_t sequence = frame->header().sequence;
+        Frame results = cancelled_before_start(status, sequence)
+                            ? answer_only(FrameKind::skipped, sequence)
+                            : run_frame(*frame, &status, &board);
         frame.reset();  // a large frame's file goes back to the pool before the results do
         lend_payload_file(results);
         if (batcher.hold(link, started, Clock::now())) {
             link.post(std::make_shared<const Frame>(std::move(results)));
         } else if (!link.send(std::move(results))) {
+            end_worker(0);
+        }
+        if (over_memory_limit(status)) {
+            // After the results (send() flushes those held first): the pool sends the chunks
+            // not begun elsewhere and starts a new worker in this one's place.
+            link.send(answer_only(FrameKind::retiring, 0));
             end_worker(0);
         }
     }

@@ -30,6 +30,12 @@ enum class FrameKind : std::uint16_t {
     // (block_codec.hpp).
     task_block = 8,
     result_block = 9,
+    // A worker's answer to a chunk it did not run, since the pool cancelled it before it began
+    // (WorkerStatus::skipped).
+    skipped = 10,
+    // A worker over the pool's max_memory_per_child after a chunk: it runs nothing more, and
+    // its chunks not begun are the pool's to send elsewhere. It exits after this frame.
+    retiring = 11,
 };
 
 struct FrameHeader {

@@ -38,8 +38,17 @@ class Job {
     // throw SerializationError, as deliver_block does when malformed.
     virtual void deliver_claimed(std::size_t first_task, std::span<const std::uint32_t> tasks,
                                  std::span<const std::byte> block);
+    // The values of tasks that returned numbers, recorded by a worker in its ResultArea as they
+    // ran (worker_status.hpp), read by the pool after that worker died: task first_task +
+    // tasks[k] returned the R at values[tasks[k] * sizeof(R)]. Throws SerializationError,
+    // having delivered nothing, when the job's tasks do not return numbers.
+    virtual void deliver_recorded(std::size_t first_task, std::span<const std::uint32_t> tasks,
+                                  std::span<const std::byte> values) = 0;
     // Task `index` failed without a result item: its worker died, it timed out, the pool ended.
     virtual void fail(std::size_t index, std::exception_ptr error) = 0;
+    // Whether task `index` was cancelled: its result is settled already, so it need not run.
+    // On the collector thread, while the caller may be cancelling.
+    virtual bool cancelled(std::size_t) const noexcept { return false; }
     // Whether nobody looks at any of this job's results before all of them are in (a map, not
     // an imap): its tasks of chunk size 1 may then be claimed, and their results come back
     // only at the end of each worker's claim.
@@ -104,6 +113,26 @@ void for_each_block_result(std::size_t first_task, std::uint32_t tasks,
     }
 }
 
+// Calls on_value(index, value) for each task whose value a worker recorded (Job::deliver_recorded).
+template <class R, class OnValue>
+void for_each_recorded(std::size_t first_task, std::span<const std::uint32_t> tasks,
+                       std::span<const std::byte> values, OnValue on_value) {
+    if constexpr (wire_detail::is_block_copyable<R>) {
+        for (std::uint32_t task : tasks) {
+            if ((std::size_t{task} + 1) * sizeof(R) > values.size()) {
+                throw SerializationError("mproc: a recorded result lies outside its area");
+            }
+        }
+        for (std::uint32_t task : tasks) {
+            R value;
+            std::memcpy(&value, values.data() + std::size_t{task} * sizeof(R), sizeof value);
+            on_value(first_task + task, value);
+        }
+    } else {
+        refuse_result_block();
+    }
+}
+
 // map, starmap and their async forms: all results in input order, or the error of the first
 // task (by position) that failed, once every task has ended. Values are decoded straight into
 // the vector the caller gets, with no per-task wrapper to build and copy.
@@ -163,6 +192,13 @@ class MapJob final : public Job {
                 fail(first_task + tasks[k], std::move(error));
             });
     }
+    void deliver_recorded(std::size_t first_task, std::span<const std::uint32_t> tasks,
+                          std::span<const std::byte> values) override {
+        for_each_recorded<R>(first_task, tasks, values, [&](std::size_t index, auto value) {
+            if constexpr (!std::is_void_v<R>) values_[index] = value;
+            settle();
+        });
+    }
     void fail(std::size_t index, std::exception_ptr error) override {
         if (!first_error_ || index < first_error_index_) {
             first_error_ = std::move(error);
@@ -170,6 +206,7 @@ class MapJob final : public Job {
         }
         settle();
     }
+    bool cancelled(std::size_t) const noexcept override { return state_->cancelled(); }
 
   private:
     void settle() {
@@ -211,9 +248,15 @@ class SingleJob final : public Job {
             first_task, tasks, payload, [&](std::size_t, auto value) { state_.set_value(value); },
             [&](std::size_t, std::exception_ptr error) { state_.set_error(std::move(error)); });
     }
+    void deliver_recorded(std::size_t first_task, std::span<const std::uint32_t> tasks,
+                          std::span<const std::byte> values) override {
+        for_each_recorded<R>(first_task, tasks, values,
+                             [&](std::size_t, auto value) { state_.set_value(value); });
+    }
     void fail(std::size_t, std::exception_ptr error) override {
         state_.set_error(std::move(error));
     }
+    bool cancelled(std::size_t) const noexcept override { return state_.cancelled(); }
 
   private:
     ResultState<R> state_;
@@ -245,8 +288,18 @@ class ApplyBatchJob final : public Job {
                 results_[index].set_error(std::move(error));
             });
     }
+    void deliver_recorded(std::size_t first_task, std::span<const std::uint32_t> tasks,
+                          std::span<const std::byte> values) override {
+        for_each_recorded<R>(first_task, tasks, values, [&](std::size_t index, auto value) {
+            results_[index].set_value(value);
+        });
+    }
     void fail(std::size_t index, std::exception_ptr error) override {
         results_[index].set_error(std::move(error));
+    }
+    // The collector asks only of a batch it has taken, to which no call is added any more.
+    bool cancelled(std::size_t index) const noexcept override {
+        return results_[index].cancelled();
     }
 
   private:
@@ -273,6 +326,12 @@ class StreamJob final : public Job {
             [&](std::size_t index, std::exception_ptr error) {
                 settle(index, Outcome<R>::failed(std::move(error)));
             });
+    }
+    void deliver_recorded(std::size_t first_task, std::span<const std::uint32_t> tasks,
+                          std::span<const std::byte> values) override {
+        for_each_recorded<R>(first_task, tasks, values, [&](std::size_t index, auto value) {
+            settle(index, Outcome<R>{value, nullptr});
+        });
     }
     void fail(std::size_t index, std::exception_ptr error) override {
         settle(index, Outcome<R>::failed(std::move(error)));

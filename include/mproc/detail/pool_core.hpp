@@ -6,6 +6,7 @@
 #include <memory>
 #include <span>
 
+#include "mproc/async_result.hpp"
 #include "mproc/detail/frame.hpp"
 
 namespace mproc {
@@ -18,7 +19,7 @@ class Job;
 
 // The compiled part of a Pool: its workers, their launcher, and the collector thread that
 // sends chunks, gathers results and replaces workers that die. Thread-safe.
-class PoolCore {
+class PoolCore final : public CancelListener {
   public:
     explicit PoolCore(const PoolOptions& options);
     // Terminates the pool if it is still running.
@@ -48,6 +49,8 @@ class PoolCore {
     void close();
     void join();
     void terminate();
+    // A result of this pool's was cancelled: the collector drops, skips or kills its tasks.
+    void tasks_cancelled() noexcept override;
 
   private:
     struct Impl;

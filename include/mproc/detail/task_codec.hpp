@@ -59,6 +59,7 @@ class ResultWriter {
     // at `position` of the results is task `index` of the batch, which the pool is told.
     void begin_claimed_item(std::uint32_t position, std::uint32_t index) noexcept {
         current_ = position;
+        current_index_ = index;
         if (status_ == nullptr) return;
         status_->item.store(index, std::memory_order_relaxed);
         if (timed_) {
@@ -87,6 +88,9 @@ class ResultWriter {
         static_assert(wire_detail::is_block_copyable<R>);
         block_ = true;
         block_tasks_ = tasks;
+        if constexpr (sizeof(R) <= recorded_value_bytes) {
+            if (status_ != nullptr) start_recording(tasks);
+        }
         auto& bytes = writer_.buffer();
         bytes.resize(sizeof(FrameHeader) + std::size_t{tasks} * (1 + sizeof(R)));
         std::memset(bytes.data() + sizeof(FrameHeader), static_cast<int>(ResultStatus::error),
@@ -120,6 +124,14 @@ class ResultWriter {
         std::byte* block = writer_.buffer().data() + sizeof(FrameHeader);
         block[current_] = std::byte{static_cast<std::uint8_t>(ResultStatus::ok)};
         std::memcpy(block + block_tasks_ + std::size_t{current_} * sizeof(R), &value, sizeof(R));
+        if constexpr (sizeof(R) <= recorded_value_bytes) {
+            if (recording_ && current_index_ < recorded_tasks) {
+                ResultArea& area = status_->results;
+                std::memcpy(area.values + std::size_t{current_index_} * sizeof(R), &value,
+                            sizeof(R));
+                std::atomic_ref(area.done[current_index_]).store(1, std::memory_order_release);
+            }
+        }
     }
 
     // Records the running task's value. A value that cannot be encoded is recorded as that
@@ -152,6 +164,8 @@ class ResultWriter {
 
   private:
     void write_error(const ErrorInfo& info) noexcept;
+    // Resets the worker's ResultArea for this chunk's `tasks` tasks.
+    void start_recording(std::uint32_t tasks) noexcept;
 
     FrameWriter writer_;
     FdOutbox outbox_;
@@ -160,7 +174,10 @@ class ResultWriter {
     bool timed_;
     bool claimed_ = false;
     std::size_t errors_ = 0;
-    std::uint32_t current_ = 0;  // the running task
+    std::uint64_t sequence_;
+    std::uint32_t current_ = 0;        // the running task's position in the results
+    std::uint32_t current_index_ = 0;  // and its index in the chunk (or the claimed batch)
+    bool recording_ = false;           // values go to the worker's ResultArea too
     bool block_ = false;
     std::uint32_t block_tasks_ = 0;
 };

@@ -6,6 +6,27 @@
 
 namespace mproc::detail {
 
+// How many tasks of a block chunk (or a claimed batch) a worker records the values of in its
+// ResultArea: a default chunk, or a batch, at most (max_default_chunk); and how large a value.
+inline constexpr std::uint32_t recorded_tasks = 4096;
+inline constexpr std::size_t recorded_value_bytes = 16;
+
+// The values of the tasks of numbers that a worker has run in its current block chunk or
+// claim, in memory its pool reads even after the worker died, so that a worker's death costs
+// the task it was running and not the results it had yet to send (a claim's, held until its
+// board is empty; a chunk's, sent when it ends). The worker resets it at the start of each
+// block chunk; a task's value is written, then its `done` byte (release, through atomic_ref).
+struct ResultArea {
+    std::atomic<std::uint64_t> sequence{0};  // the chunk whose tasks these are; 0: none
+    std::uint8_t done[recorded_tasks] = {};  // 1 once the task's value is in `values`
+    alignas(16) std::byte values[recorded_tasks * recorded_value_bytes] = {};
+};
+
+// Chunks sent to a worker that the pool cancelled before they began: the worker skips them
+// and answers with a `skipped` frame. The pool writes a sequence into a free entry and then
+// counts it, and frees the entry when the chunk's answer comes.
+inline constexpr std::size_t max_skipped_chunks = 16;
+
 // What a worker is running, in memory it shares with its pool. The worker writes it before
 // each task without a system call; the pool reads it to enforce task_timeout and, when the
 // worker dies, to tell which task it held.
@@ -21,6 +42,12 @@ struct WorkerStatus {
     // being started: the Pool's constructor waits on it (a futex word), so that the start of
     // the workers is not paid for by the first map.
     std::atomic<std::uint32_t> serving{0};
+    // Set by the pool from max_memory_per_child (0: off): a worker whose resident memory is over
+    // it after a chunk retires before its next one.
+    std::atomic<std::uint64_t> memory_limit{0};
+    std::atomic<std::uint32_t> skipped_count{0};
+    std::atomic<std::uint64_t> skipped[max_skipped_chunks] = {};
+    ResultArea results;
 };
 
 // Where a pool's workers take the tasks of a claimed batch from, themselves, a few at a time,
