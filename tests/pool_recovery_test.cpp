@@ -59,7 +59,7 @@ int square(int x) {
 // How many times each task ran, counted by the tasks in a named segment that every worker
 // finds through the environment, whatever its start method (a spawned worker has none of the
 // test's variables): the tasks' arguments stay numbers, which travel in the block layout.
-constexpr const char* runs_variable = "MPROC_TEST_RUN_COUNTS";
+constexpr const char* runs_variable = "POOL_RECOVERY_TEST_RUN_COUNTS";
 
 int* run_counts() {
     static mproc::SharedMemory memory = mproc::SharedMemory::attach(std::getenv(runs_variable));

@@ -232,6 +232,7 @@ std::set<pid_t> read_pids(int fd, std::chrono::milliseconds timeout) {
 struct OomReport {
     int lost_signal = -1;  // WorkerLost::signal() of the task that ran out of memory
     int lost_exit_code = -1;
+    bool lost_out_of_memory = false;  // WorkerLost::out_of_memory(), and its message says so
     std::int64_t kills_before = -1;  // oom_kill_count() before and after that task
     std::int64_t kills_after = -1;
     int square_after = 0;  // a task after it: 49
@@ -254,6 +255,9 @@ struct OomReport {
         } catch (const mproc::WorkerLost& lost) {
             report.lost_signal = lost.signal();
             report.lost_exit_code = lost.exit_code();
+            report.lost_out_of_memory = lost.out_of_memory() &&
+                                        std::string(lost.what()).find("out-of-memory killer") !=
+                                            std::string::npos;
         }
         report.kills_after =
             static_cast<std::int64_t>(mproc::detail::oom_kill_count().value_or(-1));
@@ -411,7 +415,7 @@ TEST_P(PoolRobustnessTest, TaskThatThrowsANonStdExceptionFailsWithRemoteErrorOfI
 
 // --- The OOM killer --------------------------------------------------------------------------
 
-TEST_P(PoolRobustnessTest, WorkerKilledByTheOomKillerFailsItsTaskWithSigkillAndRaisesTheCount) {
+TEST_P(PoolRobustnessTest, WorkerKilledByTheOomKillerFailsItsTaskWithWorkerLostThatSaysSo) {
     if (const auto why_not = mproc::testing::OomCgroup::why_not()) {
         GTEST_SKIP() << "no memory cgroup can be made here: " << *why_not;
     }
@@ -452,6 +456,7 @@ TEST_P(PoolRobustnessTest, WorkerKilledByTheOomKillerFailsItsTaskWithSigkillAndR
     ASSERT_TRUE(reported) << "the pool's process ended with status " << status << " unreported";
     EXPECT_EQ(report.lost_signal, SIGKILL);
     EXPECT_EQ(report.lost_exit_code, 0);
+    EXPECT_TRUE(report.lost_out_of_memory) << "WorkerLost did not say the OOM killer killed it";
     EXPECT_GE(report.kills_before, 0) << "oom_kill_count() could not read the cgroup";
     EXPECT_GT(report.kills_after, report.kills_before);
     EXPECT_EQ(report.square_after, 49) << "the pool did not go on after the OOM kill";

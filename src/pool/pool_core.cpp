@@ -202,9 +202,11 @@ struct PoolCore::Impl {
     std::exception_ptr kill_error(PoolKill::Reason reason, pid_t pid) const;
     void lose_task(const Worker& worker, const ExitStatus& exit, const Chunk& chunk,
                    std::uint32_t task, bool out_of_memory, std::deque<Chunk>& resend);
-    std::vector<std::uint32_t> recover_recorded(const Worker& worker, const Chunk& chunk,
-                                                std::uint32_t tasks,
-                                                const std::vector<bool>* settled);
+    std::vector<bool> recover_recorded(const Worker& worker, const Chunk& chunk,
+                                       std::uint32_t tasks, const std::vector<bool>* settled);
+    void resend_unfinished(const Worker& worker, const ExitStatus& exit, const Chunk& chunk,
+                           const std::vector<bool>& finished, int losses,
+                           std::deque<Chunk>& resend);
     void lose_claim(Worker& worker, const ExitStatus& exit, bool out_of_memory);
     bool killed_by_oom(const ExitStatus& exit);
     void drop_cancelled();
@@ -843,25 +845,28 @@ void PoolCore::Impl::lose_task(const Worker& worker, const ExitStatus& exit, con
                         WorkerLost(worker.pid, exit.exit_code, exit.signal, runs, out_of_memory)));
 }
 
-// Delivers the values that the worker recorded in its ResultArea for the chunk (the first
-// `tasks` of it) before it died, except those `settled` already (a claim's); returns them.
-std::vector<std::uint32_t> PoolCore::Impl::recover_recorded(const Worker& worker,
-                                                            const Chunk& chunk, std::uint32_t tasks,
-                                                            const std::vector<bool>* settled) {
-    std::vector<std::uint32_t> recovered;
+// Delivers the values that the worker recorded in its ResultArea for the first `tasks` tasks
+// of chunk before it died, but for those `settled` already (a claim's); says which it did.
+std::vector<bool> PoolCore::Impl::recover_recorded(const Worker& worker, const Chunk& chunk,
+                                                   std::uint32_t tasks,
+                                                   const std::vector<bool>* settled) {
+    std::vector<bool> recovered(tasks, false);
+    std::vector<RecordedResult> results;
     ResultArea& area = status(worker.slot).results;
-    if (area.sequence.load(std::memory_order_acquire) != chunk.sequence) return recovered;
-    for (std::uint32_t task = 0; task < std::min(tasks, recorded_tasks); ++task) {
-        if (std::atomic_ref(area.done[task]).load(std::memory_order_acquire) == 0) continue;
-        if (settled != nullptr && (*settled)[task]) continue;
-        recovered.push_back(task);
+    for (RecordedResult& entry : area.entries) {
+        if (std::atomic_ref(entry.done).load(std::memory_order_acquire) == 0 ||
+            entry.sequence != chunk.sequence || entry.task >= tasks || recovered[entry.task] ||
+            (settled != nullptr && (*settled)[entry.task])) {
+            continue;
+        }
+        recovered[entry.task] = true;
+        results.push_back(entry);
     }
-    if (recovered.empty()) return recovered;
+    if (results.empty()) return recovered;
     try {
-        chunk.job->deliver_recorded(chunk.first_task, recovered,
-                                    std::span<const std::byte>(area.values));
+        chunk.job->deliver_recorded(chunk.first_task, results);
     } catch (const SerializationError&) {
-        recovered.clear();  // not a job of numbers: its tasks run again
+        recovered.assign(tasks, false);  // not a job of numbers: its tasks run again
     }
     return recovered;
 }
@@ -873,8 +878,9 @@ void PoolCore::Impl::lose_claim(Worker& worker, const ExitStatus& exit, bool out
     const WorkerStatus& status = this->status(worker.slot);
     const Chunk chunk = std::move(worker.in_flight.front());
     worker.in_flight.clear();
-    for (std::uint32_t task : recover_recorded(worker, chunk, claim->tasks(), &claim->settled)) {
-        claim->settled[task] = true;
+    const auto recovered = recover_recorded(worker, chunk, claim->tasks(), &claim->settled);
+    for (std::uint32_t task = 0; task < claim->tasks(); ++task) {
+        if (recovered[task]) claim->settled[task] = true;
     }
     const auto task = status.item.load(std::memory_order_relaxed);
     if (status.running.load(std::memory_order_acquire) != 0 &&
@@ -913,35 +919,52 @@ void PoolCore::Impl::handle_lost(Worker& worker, const ExitStatus& exit) {
     // for are dropped there.
     if (worker.killed && worker.killed->reason == PoolKill::Reason::cancel) cancel_scan = true;
     if (in_flight.front().claimed) return lose_claim(worker, exit, out_of_memory);
-    // The chunk the worker was in when it died. The chunks before it had ended, but their
-    // results, held back to leave with later ones (worker_loop.cpp), died with the worker: they
-    // run again and count no loss. The chunks after it had not begun.
+    // The chunk the worker was in when it died. The chunks before it had ended, and the values
+    // it recorded of them are delivered; their other results, held back to leave with later
+    // ones (worker_loop.cpp), died with the worker: those tasks run again and count no loss.
+    // The chunks after it had not begun.
     const WorkerStatus& status = this->status(worker.slot);
     const auto sequence = status.sequence.load(std::memory_order_relaxed);
     std::size_t current = 0;
     while (current < in_flight.size() && in_flight[current].sequence != sequence) ++current;
     const bool began = current < in_flight.size();
     if (!began) current = 0;  // it died before it began any
-    const Chunk chunk = std::move(in_flight[current]);
+    std::deque<Chunk> resend;
+    for (std::size_t i = 0; i < current; ++i) {
+        const Chunk& ended = in_flight[i];
+        resend_unfinished(worker, exit, ended,
+                          recover_recorded(worker, ended, ended.tasks(), nullptr), ended.losses,
+                          resend);
+    }
     // Of the chunk it was in: the values it recorded are delivered; the task it was running,
     // if it had no value yet, is lost; the others run again.
-    std::vector<bool> done(chunk.tasks(), false);
-    if (began) {
-        for (std::uint32_t task : recover_recorded(worker, chunk, chunk.tasks(), nullptr)) {
-            done[task] = true;
-        }
-    }
+    const Chunk& chunk = in_flight[current];
+    auto finished = began ? recover_recorded(worker, chunk, chunk.tasks(), nullptr)
+                          : std::vector<bool>(chunk.tasks(), false);
     const auto item = status.item.load(std::memory_order_relaxed);
     const bool task_running = began && status.running.load(std::memory_order_acquire) != 0 &&
-                              item < chunk.tasks() && !done[item];
+                              item < chunk.tasks() && !finished[item];
+    if (task_running) finished[item] = true;  // it is not sent again as it is
     // With no task running, the worker died of the chunk itself (or between its tasks): a
     // chunk that does so max_chunk_losses times fails, so that no chunk kills workers for ever.
-    const int losses = chunk.losses + (task_running ? 0 : 1);
-    std::deque<Chunk> resend;
-    for (std::size_t i = 0; i < current; ++i) resend.push_back(std::move(in_flight[i]));
+    resend_unfinished(worker, exit, chunk, finished, chunk.losses + (task_running ? 0 : 1), resend);
+    if (task_running) lose_task(worker, exit, chunk, item, out_of_memory, resend);
+    for (std::size_t i = current + 1; i < in_flight.size(); ++i) {
+        resend.push_back(std::move(in_flight[i]));
+    }
+    in_flight.clear();
+    pending.insert(pending.begin(), std::make_move_iterator(resend.begin()),
+                   std::make_move_iterator(resend.end()));
+}
+
+// The tasks of chunk not `finished` go out again, in runs of neighbours; or fail, once workers
+// have died of it max_chunk_losses times.
+void PoolCore::Impl::resend_unfinished(const Worker& worker, const ExitStatus& exit,
+                                       const Chunk& chunk, const std::vector<bool>& finished,
+                                       int losses, std::deque<Chunk>& resend) {
     for (std::uint32_t begin = 0; begin < chunk.tasks();) {
         std::uint32_t end = begin;
-        while (end < chunk.tasks() && !done[end] && !(task_running && end == item)) ++end;
+        while (end < chunk.tasks() && !finished[end]) ++end;
         if (end > begin) {
             Chunk part = begin == 0 && end == chunk.tasks() ? chunk : slice(chunk, begin, end);
             part.runs = chunk.runs;
@@ -954,13 +977,6 @@ void PoolCore::Impl::handle_lost(Worker& worker, const ExitStatus& exit) {
         }
         begin = end + 1;
     }
-    if (task_running) lose_task(worker, exit, chunk, item, out_of_memory, resend);
-    for (std::size_t i = current + 1; i < in_flight.size(); ++i) {
-        resend.push_back(std::move(in_flight[i]));
-    }
-    in_flight.clear();
-    pending.insert(pending.begin(), std::make_move_iterator(resend.begin()),
-                   std::make_move_iterator(resend.end()));
 }
 
 namespace {

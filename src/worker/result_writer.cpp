@@ -1,7 +1,5 @@
 #include "mproc/detail/task_codec.hpp"
 
-#include <algorithm>
-#include <cstring>
 #include "worker/exception_capture.hpp"
 
 namespace mproc::detail {
@@ -13,14 +11,6 @@ ResultWriter::ResultWriter(std::uint64_t sequence, WorkerStatus* status, ClaimBo
       timed_(status != nullptr && status->timed.load(std::memory_order_relaxed) != 0),
       sequence_(sequence) {
     if (status_ != nullptr) status_->sequence.store(sequence, std::memory_order_relaxed);
-}
-
-void ResultWriter::start_recording(std::uint32_t tasks) noexcept {
-    ResultArea& area = status_->results;
-    area.sequence.store(0, std::memory_order_relaxed);
-    std::memset(area.done, 0, std::min(tasks, recorded_tasks));
-    area.sequence.store(sequence_, std::memory_order_release);
-    recording_ = true;
 }
 
 void ResultWriter::ok_void() {

@@ -88,9 +88,6 @@ class ResultWriter {
         static_assert(wire_detail::is_block_copyable<R>);
         block_ = true;
         block_tasks_ = tasks;
-        if constexpr (sizeof(R) <= recorded_value_bytes) {
-            if (status_ != nullptr) start_recording(tasks);
-        }
         auto& bytes = writer_.buffer();
         bytes.resize(sizeof(FrameHeader) + std::size_t{tasks} * (1 + sizeof(R)));
         std::memset(bytes.data() + sizeof(FrameHeader), static_cast<int>(ResultStatus::error),
@@ -125,11 +122,16 @@ class ResultWriter {
         block[current_] = std::byte{static_cast<std::uint8_t>(ResultStatus::ok)};
         std::memcpy(block + block_tasks_ + std::size_t{current_} * sizeof(R), &value, sizeof(R));
         if constexpr (sizeof(R) <= recorded_value_bytes) {
-            if (recording_ && current_index_ < recorded_tasks) {
+            if (status_ != nullptr) {
                 ResultArea& area = status_->results;
-                std::memcpy(area.values + std::size_t{current_index_} * sizeof(R), &value,
-                            sizeof(R));
-                std::atomic_ref(area.done[current_index_]).store(1, std::memory_order_release);
+                RecordedResult& entry = area.entries[area.next++ % recorded_results];
+                std::atomic_ref(entry.done).store(0, std::memory_order_relaxed);
+                // The pool must never see the old entry's done beside new fields.
+                std::atomic_thread_fence(std::memory_order_release);
+                entry.sequence = sequence_;
+                entry.task = current_index_;
+                std::memcpy(entry.value, &value, sizeof(R));
+                std::atomic_ref(entry.done).store(1, std::memory_order_release);
             }
         }
     }
@@ -164,8 +166,6 @@ class ResultWriter {
 
   private:
     void write_error(const ErrorInfo& info) noexcept;
-    // Resets the worker's ResultArea for this chunk's `tasks` tasks.
-    void start_recording(std::uint32_t tasks) noexcept;
 
     FrameWriter writer_;
     FdOutbox outbox_;
@@ -177,7 +177,6 @@ class ResultWriter {
     std::uint64_t sequence_;
     std::uint32_t current_ = 0;        // the running task's position in the results
     std::uint32_t current_index_ = 0;  // and its index in the chunk (or the claimed batch)
-    bool recording_ = false;           // values go to the worker's ResultArea too
     bool block_ = false;
     std::uint32_t block_tasks_ = 0;
 };
