@@ -43,8 +43,9 @@ bool StreamFeed::has_element(std::size_t position) {
 }
 
 void StreamFeed::read_ahead(std::size_t consumed) {
+    if (!input_open_) return;
     const std::size_t room = window_.tasks - (read_ - consumed);
-    if (!input_open_ || room < window_.step) return;
+    if (room < window_.step) return;
     std::vector<Frame> frames;
     const Read read = read_inputs(room - room % window_.step, pool_ended_ ? nullptr : &frames);
     if (!frames.empty()) {
