@@ -8,6 +8,7 @@
 #include <array>
 #include <chrono>
 #include <cstddef>
+#include <exception>
 #include <iterator>
 #include <memory>
 #include <optional>
@@ -15,6 +16,7 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "mproc/async_result.hpp"
@@ -54,9 +56,136 @@ struct PoolOptions {
     std::size_t max_memory_per_child = 0;
 };
 
-// The tasks of an imap or imap_unordered, read as they finish: an input range of R. Reading an
-// element whose task failed throws its error; the elements after it can still be read.
-template <class R>
+namespace detail {
+
+// How far an imap reads ahead of its consumer (Pool::imap): at most `tasks` inputs read and
+// not yet yielded, read `step` at a time.
+struct StreamWindow {
+    std::size_t tasks = 0;
+    std::size_t step = 0;
+};
+// Chunks read ahead per worker by default: as map's chunks in flight, enough that no worker
+// waits for the consumer's next read.
+inline constexpr std::size_t stream_chunks_per_worker = 4;
+// Tasks of numbers of chunksize 1 read ahead per worker by default, at least: the pool cuts
+// them into pieces by the workers' pace, and tiny tasks need thousands to a piece to run as
+// fast as a map's (at 4096 a worker, an imap of 200,000 tiny tasks takes what it took when
+// imap read its whole input; at 64, 2 to 3 times as long). Their records are a few bytes each.
+inline constexpr std::size_t stream_batch_tasks_per_worker = 4096;
+// The window of an imap: buffersize (0: the default) and chunksize as given to it, `batched`
+// for tasks of numbers of chunksize 1 (see encode_and_submit).
+StreamWindow stream_window(std::size_t buffersize, std::size_t chunksize, bool batched,
+                           std::size_t workers) noexcept;
+
+// The input side of an imap: reads its inputs on the consumer's thread, a window ahead of
+// the consumer, and submits them as tasks, from task 0 on. A lazy input of the pool
+// (PoolCore::open_lazy_input) until the input ends or the feed is destroyed.
+class StreamFeed {
+  public:
+    // StateError when the pool is closed or terminated.
+    StreamFeed(std::shared_ptr<PoolCore> core, std::shared_ptr<AbandonableJob> job,
+               StreamWindow window, bool batched);
+    virtual ~StreamFeed() { abandon(); }
+    StreamFeed(const StreamFeed&) = delete;
+    StreamFeed& operator=(const StreamFeed&) = delete;
+
+    // Whether there is an element at `position` once the consumer has read the `position`
+    // before it; reads and submits more input first, while the window has room. Throws what
+    // reading or encoding an input threw; the input then ends before that input.
+    bool has_element(std::size_t position);
+    // Whether the element at `position`, which exists, was submitted: not when the pool ended
+    // before its input was read.
+    bool was_submitted(std::size_t position) const noexcept { return position < submitted_; }
+    // The consumer is gone: the input is read no more, and the pool waits for it no more.
+    void abandon() noexcept;
+
+  protected:
+    struct Read {
+        std::size_t tasks = 0;  // inputs read and, when asked, encoded
+        bool ended = false;     // the input has no more
+        std::exception_ptr error;
+    };
+    // Reads up to `tasks` more inputs, encoded into frames when `frames` is given (else only
+    // passed over). An input that throws (or cannot be encoded) ends the read with its error;
+    // the inputs before it are in the frames (those of a chunk that failed to encode are not).
+    virtual Read read_inputs(std::size_t tasks, std::vector<Frame>* frames) = 0;
+
+  private:
+    void read_ahead(std::size_t consumed);
+    void end_input() noexcept;
+
+    std::shared_ptr<PoolCore> core_;
+    std::shared_ptr<AbandonableJob> job_;
+    StreamWindow window_;
+    bool batched_;
+    std::size_t read_ = 0;
+    std::size_t submitted_ = 0;
+    bool input_open_ = true;   // a lazy input of the pool: more may be read
+    bool pool_ended_ = false;  // the pool refused a submission: the rest is passed over
+};
+
+// A StreamFeed over a view of the inputs, which it owns: a ref_view of the caller's lvalue
+// range, or the range itself.
+template <class F, class ArgTuple, class View>
+class InputFeed final : public StreamFeed {
+  public:
+    InputFeed(F f, View view, std::size_t chunksize, std::shared_ptr<PoolCore> core,
+              std::shared_ptr<AbandonableJob> job, StreamWindow window, bool batched)
+        : StreamFeed(std::move(core), std::move(job), window, batched),
+          f_(f),
+          chunksize_(chunksize),
+          view_(std::move(view)),
+          next_(std::ranges::begin(view_)) {}
+
+  private:
+    Read read_inputs(std::size_t tasks, std::vector<Frame>* frames) override {
+        Read read;
+        std::optional<ChunkEncoder<F, ArgTuple>> encoder;
+        auto finish_chunk = [&] {
+            read.tasks += encoder->size();
+            frames->push_back(encoder->finish());
+            encoder.reset();
+        };
+        bool adding = false;
+        try {
+            for (; read.tasks + (encoder ? encoder->size() : 0) < tasks &&
+                   next_ != std::ranges::end(view_);
+                 ++next_) {
+                if (frames == nullptr) {
+                    ++read.tasks;
+                    continue;
+                }
+                auto&& input = *next_;
+                if (!encoder) encoder.emplace(f_, std::min(chunksize_, tasks - read.tasks));
+                adding = true;
+                encoder->add(std::forward_as_tuple(input));
+                adding = false;
+                if (encoder->size() == chunksize_) finish_chunk();
+            }
+            if (encoder) finish_chunk();
+            read.ended = next_ == std::ranges::end(view_);
+        } catch (...) {
+            read.error = std::current_exception();
+            // An encoder that threw in add may hold half an argument: its chunk is dropped.
+            if (encoder && !adding && encoder->size() > 0) finish_chunk();
+        }
+        return read;
+    }
+
+    F f_;
+    std::size_t chunksize_;
+    View view_;
+    std::ranges::iterator_t<View> next_;
+};
+
+}  // namespace detail
+
+// The tasks of an imap or imap_unordered, read in input order or as they finish: an input
+// range of R, read once. Reading an element whose task failed throws its error; the elements
+// after it can still be read. Reading the range reads more of the input (Pool::imap). It has
+// a size() when the input has one. Destroying it before its end is safe: the tasks already
+// submitted still run, and the pool waits for no more of its input.
+template <class R, bool Sized>
 class ImapRange {
   public:
     class iterator {
@@ -65,7 +194,8 @@ class ImapRange {
         using difference_type = std::ptrdiff_t;
 
         iterator() = default;
-        // The element's value; throws the error of its task.
+        // The element's value; throws the error of its task, or StateError when the pool
+        // ended (joined, terminated or destroyed) before the element's input was read.
         value_type operator*() const {
             fetch();
             if constexpr (std::is_void_v<R>) {
@@ -83,33 +213,47 @@ class ImapRange {
         }
         void operator++(int) { ++*this; }
         friend bool operator==(const iterator& it, std::default_sentinel_t) {
-            return it.position_ == it.total_;
+            return !it.feed_->has_element(it.position_);
         }
 
       private:
         friend class ImapRange;
-        iterator(std::shared_ptr<detail::StreamJob<R>> job, std::size_t total)
-            : job_(std::move(job)), total_(total) {}
+        iterator(detail::StreamFeed* feed, detail::StreamJob<R>* job) : feed_(feed), job_(job) {}
         void fetch() const {
-            if (!current_) current_.emplace(job_->next(position_));
+            if (current_) return;
+            if (!feed_->has_element(position_)) {
+                current_.emplace(detail::Outcome<R>::failed(std::make_exception_ptr(
+                    StateError("mproc: an imap range was read past its end"))));
+            } else if (!feed_->was_submitted(position_)) {
+                current_.emplace(detail::Outcome<R>::failed(std::make_exception_ptr(StateError(
+                    "mproc: the pool ended (it was joined, terminated or destroyed) before "
+                    "this input of imap was read; read the range before joining the pool"))));
+            } else {
+                current_.emplace(job_->next());
+            }
         }
 
-        std::shared_ptr<detail::StreamJob<R>> job_;
-        std::size_t total_ = 0;
+        // The range's, which outlives its iterators, and stays where it is when the range is
+        // moved.
+        detail::StreamFeed* feed_ = nullptr;
+        detail::StreamJob<R>* job_ = nullptr;
         std::size_t position_ = 0;
         mutable std::optional<detail::Outcome<R>> current_;
     };
 
-    ImapRange(std::shared_ptr<detail::StreamJob<R>> job, std::size_t total)
-        : job_(std::move(job)), total_(total) {}
+    ImapRange(std::shared_ptr<detail::StreamJob<R>> job, std::unique_ptr<detail::StreamFeed> feed,
+              std::size_t size)
+        : job_(std::move(job)), feed_(std::move(feed)), size_(size) {}
     // A range is read once: begin() may be called once.
-    iterator begin() { return iterator(job_, total_); }
+    iterator begin() { return iterator(feed_.get(), job_.get()); }
     std::default_sentinel_t end() const noexcept { return {}; }
-    std::size_t size() const noexcept { return total_; }
+    // The number of inputs, when the input range has a size.
+    std::size_t size() const noexcept requires Sized { return size_; }
 
   private:
     std::shared_ptr<detail::StreamJob<R>> job_;
-    std::size_t total_;
+    std::unique_ptr<detail::StreamFeed> feed_;  // its destructor abandons the input
+    std::size_t size_;
 };
 
 namespace detail {
@@ -176,15 +320,33 @@ class Pool {
             [](const auto& t) -> const auto& { return t; });
     }
 
-    // f(x) for each x of inputs, read lazily in input order (imap) or as tasks finish
-    // (imap_unordered). The inputs are all encoded and submitted now.
+    // f(x) for each x of inputs, as a range read in input order (imap) or as tasks finish
+    // (imap_unordered). The input is read lazily, on the consumer's thread: the first window
+    // now, then more as the consumer reads results (begin, ++, *, and comparing with end), so
+    // that no more than the window of inputs is read and not yet yielded, for any input range,
+    // an endless one included. The window counts tasks: buffersize when given, else four
+    // chunks per worker (4 * processes() * chunksize), and for tasks of numbers of chunksize 1
+    // (which travel many to a frame) at least 4096 * processes(); it holds one chunk at
+    // least. An lvalue input is referred to, and must outlive the range; an rvalue is moved
+    // into it. A range destroyed before its end cancels what it has not yielded, as
+    // AsyncResult::cancel does: tasks not begun never run, running ones have their workers
+    // killed and replaced.
+    // The range may be read after close(): the workers stay up while it has input left (the
+    // pattern it = imap(...); close(); read it; join()). Once join() or terminate() begins, or
+    // the pool is destroyed, the tasks already submitted can still be read, and each element
+    // whose input was not read yet throws StateError; join() never waits for the consumer. An
+    // input that throws, or cannot be encoded (SerializationError), throws from imap or the
+    // range's step that read it; the range then ends before it. StateError after close().
     template <class F, std::ranges::input_range Inputs>
-    auto imap(F f, Inputs&& inputs, std::size_t chunksize = 1) {
-        return submit_stream(f, std::forward<Inputs>(inputs), chunksize, true);
+    requires std::ranges::viewable_range<Inputs>
+    auto imap(F f, Inputs&& inputs, std::size_t chunksize = 1, std::size_t buffersize = 0) {
+        return submit_stream(f, std::forward<Inputs>(inputs), chunksize, buffersize, true);
     }
     template <class F, std::ranges::input_range Inputs>
-    auto imap_unordered(F f, Inputs&& inputs, std::size_t chunksize = 1) {
-        return submit_stream(f, std::forward<Inputs>(inputs), chunksize, false);
+    requires std::ranges::viewable_range<Inputs>
+    auto imap_unordered(F f, Inputs&& inputs, std::size_t chunksize = 1,
+                        std::size_t buffersize = 0) {
+        return submit_stream(f, std::forward<Inputs>(inputs), chunksize, buffersize, false);
     }
 
     // f(args...) in a worker; apply waits for its value or rethrows its error.
@@ -295,17 +457,14 @@ class Pool {
     // gets back) and streams the inputs to it in chunks; an input range that cannot tell its
     // size is read into a vector first.
     template <class F, class ArgTuple, class Inputs, class AsArgs, class MakeJob>
-    auto encode_and_submit(F f, Inputs&& inputs, std::size_t chunksize, std::size_t default_chunk,
-                           AsArgs as_args, MakeJob make_job) {
+    auto encode_and_submit(F f, Inputs&& inputs, std::size_t chunksize, AsArgs as_args,
+                           MakeJob make_job) {
         detail::require_sendable<F>();
         static_assert(detail::callable_with_tuple<F, ArgTuple>,
                       "mproc: the function cannot be called with the elements of these inputs");
         if constexpr (std::ranges::sized_range<Inputs>) {
             const auto tasks = static_cast<std::size_t>(std::ranges::size(inputs));
-            if (chunksize == 0) {
-                chunksize = default_chunk != 0 ? default_chunk
-                                               : detail::default_chunksize(tasks, processes());
-            }
+            if (chunksize == 0) chunksize = detail::default_chunksize(tasks, processes());
             auto [job, result] = make_job(tasks);
             // Tasks of numbers (or of pairs, tuples or arrays of them) asked for one at a time
             // travel as batches that the pool cuts by the workers' pace (or, for a map, that
@@ -320,8 +479,7 @@ class Pool {
             std::vector<std::ranges::range_value_t<Inputs>> materialised;
             for (auto&& input : inputs)
                 materialised.push_back(std::forward<decltype(input)>(input));
-            return encode_and_submit<F, ArgTuple>(f, materialised, chunksize, default_chunk,
-                                                  as_args, make_job);
+            return encode_and_submit<F, ArgTuple>(f, materialised, chunksize, as_args, make_job);
         }
     }
 
@@ -329,7 +487,7 @@ class Pool {
     auto submit_map(F f, Inputs&& inputs, std::size_t chunksize, AsArgs as_args) {
         using R = result_t<F, ArgTuple>;
         return encode_and_submit<F, ArgTuple>(
-            f, std::forward<Inputs>(inputs), chunksize, 0, as_args, [this](std::size_t tasks) {
+            f, std::forward<Inputs>(inputs), chunksize, as_args, [this](std::size_t tasks) {
                 // A map's caller sleeps at once (ResultState::wait).
                 auto state = std::make_shared<detail::ResultState<detail::map_result_t<R>>>(false);
                 return std::pair{
@@ -339,18 +497,32 @@ class Pool {
     }
 
     template <class F, class Inputs>
-    auto submit_stream(F f, Inputs&& inputs, std::size_t chunksize, bool ordered) {
-        using ArgTuple = std::tuple<detail::wire_arg_t<std::ranges::range_reference_t<Inputs>>>;
+    auto submit_stream(F f, Inputs&& inputs, std::size_t chunksize, std::size_t buffersize,
+                       bool ordered) {
+        using View = std::views::all_t<Inputs>;
+        using ArgTuple = std::tuple<detail::wire_arg_t<std::ranges::range_reference_t<View>>>;
+        detail::require_sendable<F>();
+        static_assert(detail::callable_with_tuple<F, ArgTuple>,
+                      "mproc: the function cannot be called with the elements of these inputs");
         using R = result_t<F, ArgTuple>;
-        return encode_and_submit<F, ArgTuple>(
-            f, std::forward<Inputs>(inputs), chunksize, 1,
-            [](const auto& x) { return std::forward_as_tuple(x); },
-            [ordered](std::size_t tasks) {
-                auto job = std::make_shared<detail::StreamJob<R>>(tasks, ordered);
-                return std::pair{std::shared_ptr<detail::Job>(job), ImapRange<R>(job, tasks)};
-            });
+        constexpr bool sized = std::ranges::sized_range<View>;
+        if (chunksize == 0) chunksize = 1;
+        // As for a map (encode_and_submit), but cut into pieces by the collector only.
+        const bool batched = detail::block_layout<F, ArgTuple> && chunksize == 1;
+        View view = std::views::all(std::forward<Inputs>(inputs));
+        std::size_t size = 0;
+        if constexpr (sized) size = static_cast<std::size_t>(std::ranges::size(view));
+        auto job = std::make_shared<detail::StreamJob<R>>(ordered);
+        auto feed = std::make_unique<detail::InputFeed<F, ArgTuple, View>>(
+            f, std::move(view), batched ? detail::max_default_chunk : chunksize, core_, job,
+            detail::stream_window(buffersize, chunksize, batched, processes()), batched);
+        // The first window now, so that the workers start at once.
+        feed->has_element(0);
+        return ImapRange<R, sized>(std::move(job), std::move(feed), size);
     }
 
+    // Shared with the imap ranges, which submit as they are read, and with the AsyncResults,
+    // which tell it of a cancel.
     std::shared_ptr<detail::PoolCore> core_;
 };
 

@@ -157,6 +157,8 @@ struct PoolCore::Impl {
     // A result was cancelled since the collector last looked (PoolCore::tasks_cancelled).
     bool cancels_pending = false;
     bool joined = false;
+    // The lazy inputs open (PoolCore::open_lazy_input).
+    std::size_t lazy_inputs = 0;
     // Every worker has started, or none will: the constructor waits for it (see PoolCore).
     bool ready = false;
     std::condition_variable ready_cv;
@@ -221,6 +223,7 @@ struct PoolCore::Impl {
     void send_chunk(Worker& worker, Chunk chunk);
     void maybe_retire(Worker& worker);
     void maybe_shut_down(State state);
+    bool awaits_lazy_input();
     int poll_timeout_ms() const;
     void poll_once(int timeout_ms);
     bool handle_launcher_events();
@@ -234,8 +237,10 @@ struct PoolCore::Impl {
     bool has_work() const;
     void fail_everything(std::exception_ptr error);
     void mark_ready();
-    // Under mutex: StateError unless the pool takes submissions.
-    void require_running() const {
+    // Under mutex: StateError unless the pool takes submissions. A lazy input opened before
+    // close() still submits after it, until join() begins.
+    void require_running(bool from_lazy_input = false) const {
+        if (from_lazy_input && state == State::closed && !joined) return;
         if (state != State::running) {
             throw StateError("mproc: a task was submitted to a pool that was closed or terminated");
         }
@@ -506,12 +511,19 @@ void PoolCore::Impl::maybe_retire(Worker& worker) {
 }
 
 void PoolCore::Impl::maybe_shut_down(State state) {
-    if (shutting_down || state != State::closed || has_work()) return;
+    if (shutting_down || state != State::closed || has_work() || awaits_lazy_input()) return;
     shutting_down = true;
     for (auto& worker : workers) {
         if (worker) maybe_retire(*worker);
     }
     launcher->shutdown();
+}
+
+// Whether an open lazy input may still submit after close(), or submitted chunks that
+// take_submissions has not taken yet: the workers are still needed.
+bool PoolCore::Impl::awaits_lazy_input() {
+    std::lock_guard lock(mutex);
+    return !submitted.empty() || (lazy_inputs > 0 && !joined);
 }
 
 int PoolCore::Impl::poll_timeout_ms() const {
@@ -1193,13 +1205,13 @@ std::size_t PoolCore::processes() const noexcept {
 }
 
 void PoolCore::submit(const std::shared_ptr<Job>& job, std::span<Frame> frames,
-                      std::size_t first_task, bool batch) {
+                      std::size_t first_task, bool batch, bool from_lazy_input) {
     bool large = false;
     for (const auto& frame : frames) large |= lend_payload_file(frame);
     bool wake = false;
     {
         std::lock_guard lock(impl_->mutex);
-        impl_->require_running();
+        impl_->require_running(from_lazy_input);
         wake = !std::exchange(impl_->wake_pending, true);
         for (auto& frame : frames) {
             Chunk chunk;
@@ -1265,6 +1277,23 @@ void PoolCore::submit_batch(const std::shared_ptr<Job>& job, Frame frame) {
     if (wake) impl_->wake_collector();
 }
 
+void PoolCore::open_lazy_input() {
+    std::lock_guard lock(impl_->mutex);
+    impl_->require_running();
+    ++impl_->lazy_inputs;
+}
+
+void PoolCore::end_lazy_input() noexcept {
+    bool wake = false;
+    {
+        std::lock_guard lock(impl_->mutex);
+        --impl_->lazy_inputs;
+        wake = impl_->lazy_inputs == 0 && impl_->state == Impl::State::closed;
+    }
+    // A closed pool whose workers waited for it can end.
+    if (wake) impl_->wake_collector();
+}
+
 void PoolCore::close() {
     {
         std::lock_guard lock(impl_->mutex);
@@ -1284,6 +1313,8 @@ void PoolCore::join() {
         if (impl_->joined) return;
         impl_->joined = true;
     }
+    // A collector that kept the workers up for an open lazy input lets them go now.
+    impl_->wake_collector();
     impl_->collector.join();
     impl_->launcher->reap();
     drop_idle_payload_files();

@@ -301,45 +301,79 @@ class ApplyBatchJob final : public Job {
     std::deque<ResultState<R>> results_;  // a deque: results stay where they are as it grows
 };
 
-// imap and imap_unordered: each result is handed to the reader as soon as it may be read, in
-// input order or in the order tasks finish.
-template <class R>
-class StreamJob final : public Job {
+// A job whose reader may leave before its last result (an imap range destroyed early), told
+// by the range's input feed, which knows nothing of R: its tasks then count as cancelled.
+class AbandonableJob : public Job {
   public:
-    StreamJob(std::size_t tasks, bool ordered) : ordered_(ordered), slots_(ordered ? tasks : 0) {}
+    void abandon() noexcept { abandoned_.store(true, std::memory_order_release); }
+    bool cancelled(std::size_t) const noexcept override { return abandoned(); }
+
+  protected:
+    bool abandoned() const noexcept { return abandoned_.load(std::memory_order_acquire); }
+
+  private:
+    std::atomic<bool> abandoned_{false};
+};
+
+// imap and imap_unordered: each result is handed to the reader as soon as it may be read, in
+// input order or in the order tasks finish. The job holds only the outcomes not read yet, which
+// the reader's window bounds (ImapRange), whatever the number of tasks: an imap may have no end.
+template <class R>
+class StreamJob final : public AbandonableJob {
+  public:
+    explicit StreamJob(bool ordered) : ordered_(ordered) {}
 
     void deliver(std::size_t index, std::span<const std::byte> item) override {
-        settle(index, Outcome<R>::decoded(item));
+        auto outcome = Outcome<R>::decoded(item);
+        {
+            std::lock_guard lock(mutex_);
+            settle(index, std::move(outcome));
+        }
+        arrived_cv_.notify_all();
     }
     void deliver_block(std::size_t first_task, std::uint32_t tasks,
                        std::span<const std::byte> payload) override {
-        for_each_block_result<R>(
-            first_task, tasks, payload,
-            [&](std::size_t index, auto value) {
-                settle(index, Outcome<R>{value, nullptr});
-            },
-            [&](std::size_t index, std::exception_ptr error) {
-                settle(index, Outcome<R>::failed(std::move(error)));
-            });
+        {
+            // One lock and one wake-up for the block: its tasks are many and quick.
+            std::lock_guard lock(mutex_);
+            for_each_block_result<R>(
+                first_task, tasks, payload,
+                [&](std::size_t index, auto value) {
+                    settle(index, Outcome<R>{value, nullptr});
+                },
+                [&](std::size_t index, std::exception_ptr error) {
+                    settle(index, Outcome<R>::failed(std::move(error)));
+                });
+        }
+        arrived_cv_.notify_all();
     }
     void deliver_recorded(std::size_t first_task,
                           std::span<const RecordedResult> results) override {
-        for_each_recorded<R>(first_task, results, [&](std::size_t index, auto value) {
-            settle(index, Outcome<R>{value, nullptr});
-        });
+        {
+            std::lock_guard lock(mutex_);
+            for_each_recorded<R>(first_task, results, [&](std::size_t index, auto value) {
+                settle(index, Outcome<R>{value, nullptr});
+            });
+        }
+        arrived_cv_.notify_all();
     }
     void fail(std::size_t index, std::exception_ptr error) override {
-        settle(index, Outcome<R>::failed(std::move(error)));
+        {
+            std::lock_guard lock(mutex_);
+            settle(index, Outcome<R>::failed(std::move(error)));
+        }
+        arrived_cv_.notify_all();
     }
 
-    // The next outcome to read: that of task `position` when ordered, else the oldest
-    // finished one. Waits until it is there.
-    Outcome<R> next(std::size_t position) {
+    // The next outcome to read: that of the first task not read yet when ordered, else the
+    // oldest finished one. Waits until it is there; the reader asks only for tasks submitted.
+    Outcome<R> next() {
         std::unique_lock lock(mutex_);
         if (ordered_) {
-            arrived_cv_.wait(lock, [&] { return slots_[position].has_value(); });
-            Outcome<R> outcome = std::move(*slots_[position]);
-            slots_[position].reset();
+            arrived_cv_.wait(lock, [&] { return !unread_.empty() && unread_.front().has_value(); });
+            Outcome<R> outcome = std::move(*unread_.front());
+            unread_.pop_front();
+            ++first_unread_;
             return outcome;
         }
         arrived_cv_.wait(lock, [&] { return !finished_.empty(); });
@@ -349,22 +383,22 @@ class StreamJob final : public Job {
     }
 
   private:
+    // Under mutex_. Once the reader is gone, nobody will read the outcome.
     void settle(std::size_t index, Outcome<R> outcome) {
-        {
-            std::lock_guard lock(mutex_);
-            if (ordered_) {
-                slots_[index].emplace(std::move(outcome));
-            } else {
-                finished_.push_back(std::move(outcome));
-            }
-        }
-        arrived_cv_.notify_all();
+        if (abandoned()) return;
+        if (!ordered_) return finished_.push_back(std::move(outcome));
+        const std::size_t offset = index - first_unread_;
+        if (offset >= unread_.size()) unread_.resize(offset + 1);
+        unread_[offset].emplace(std::move(outcome));
     }
 
     std::mutex mutex_;
     std::condition_variable arrived_cv_;
     const bool ordered_;
-    std::vector<std::optional<Outcome<R>>> slots_;
+    // Ordered: by task from first_unread_ on, the outcomes that came (the others empty).
+    std::deque<std::optional<Outcome<R>>> unread_;
+    std::size_t first_unread_ = 0;
+    // Unordered: in the order they came.
     std::deque<Outcome<R>> finished_;
 };
 

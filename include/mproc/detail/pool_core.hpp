@@ -32,9 +32,16 @@ class PoolCore final : public CancelListener {
     // order, from task first_task on. With `batch`, the frames are task_block frames whose
     // tasks are each a unit of their own (chunksize 1): the pool cuts them into pieces as
     // it sends them, by the pace of the worker each piece goes to. StateError after close()
-    // or terminate().
+    // or terminate(), but for an open lazy input (from_lazy_input): see open_lazy_input.
     void submit(const std::shared_ptr<Job>& job, std::span<Frame> frames,
-                std::size_t first_task = 0, bool batch = false);
+                std::size_t first_task = 0, bool batch = false, bool from_lazy_input = false);
+    // An imap's input, read as its consumer reads the results, opens here for as long as it
+    // has inputs left to submit: after close(), it may still submit (from_lazy_input), and the
+    // workers stay up for it, until join() or terminate() begins; its submissions then throw
+    // StateError, and the pool waits for it no more. StateError after close() or terminate().
+    void open_lazy_input();
+    // The lazy input has ended, or its consumer is gone.
+    void end_lazy_input() noexcept;
     // apply_async's calls of numbers, gathered into batches: the calls made while the
     // collector was busy travel as one chunk, at the cost of one record each. Adds `record` as
     // one more task of the last chunk submitted, when that is a batch of the same entry and
