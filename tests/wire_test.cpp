@@ -431,6 +431,66 @@ TEST(WireArchive, AnExceptionFromAUserLoadBecomesASerializationError) {
     EXPECT_THROW(decode(encoded(-1), picky), SerializationError);
 }
 
+// Types whose own save or load throws what a user's code might.
+struct SaveThrows {
+    template <class Archive>
+    void save(Archive&) const {
+        throw std::runtime_error("the save said no");
+    }
+    template <class Archive>
+    void load(Archive&) {}
+};
+struct LoadThrows {
+    int value = 0;
+    template <class Archive>
+    void save(Archive& ar) const {
+        ar(value);
+    }
+    template <class Archive>
+    void load(Archive&) {
+        throw std::runtime_error("the load said no");
+    }
+};
+struct SaveThrowsAnMprocError {
+    template <class Archive>
+    void save(Archive&) const {
+        throw mproc::StateError("a state error");
+    }
+    template <class Archive>
+    void load(Archive&) {}
+};
+
+TEST(WireArchive,
+     AnExceptionFromAUserSaveBecomesASerializationErrorNamingTheTypeAndKeepingTheMessage) {
+    Bytes bytes;
+    try {
+        encode(bytes, 1, SaveThrows{});
+        FAIL() << "expected a SerializationError";
+    } catch (const SerializationError& error) {
+        const std::string message = error.what();
+        EXPECT_NE(message.find("the save said no"), std::string::npos) << message;
+        EXPECT_NE(message.find("SaveThrows"), std::string::npos) << message;
+    }
+    EXPECT_TRUE(bytes.empty());
+}
+
+TEST(WireArchive, AnExceptionFromAUserLoadNamesTheTypeAndKeepsTheMessage) {
+    LoadThrows value;
+    try {
+        decode(encoded(LoadThrows{3}), value);
+        FAIL() << "expected a SerializationError";
+    } catch (const SerializationError& error) {
+        const std::string message = error.what();
+        EXPECT_NE(message.find("the load said no"), std::string::npos) << message;
+        EXPECT_NE(message.find("LoadThrows"), std::string::npos) << message;
+    }
+}
+
+TEST(WireArchive, AnMprocErrorFromAUserSavePassesUnchanged) {
+    Bytes bytes;
+    EXPECT_THROW(encode(bytes, SaveThrowsAnMprocError{}), mproc::StateError);
+}
+
 TEST(WireArchive, EncodeLeavesTheVectorAsItWasWhenAValueCannotBeEncoded) {
     Bytes bytes{std::byte{1}, std::byte{2}};
     EXPECT_THROW(encode(bytes, 3, Unsendable{}), SerializationError);
@@ -806,3 +866,4 @@ TEST(Block, AnUnknownStatusOrBytesAfterTheErrorsAreRefused) {
 }
 
 }  // namespace
+
