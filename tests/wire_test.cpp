@@ -32,6 +32,7 @@
 #include "mproc/detail/frame.hpp"
 #include "mproc/detail/wire_archive.hpp"
 #include "mproc/errors.hpp"
+#include "mproc/shared_memory.hpp"
 #include "pool/chunk.hpp"
 
 namespace {
@@ -867,3 +868,37 @@ TEST(Block, AnUnknownStatusOrBytesAfterTheErrorsAreRefused) {
 
 }  // namespace
 
+// ---------------------------------------------------------------------------------------------
+// Results that cannot be sent
+
+TEST(Results, AResultWhoseHandlesWouldPassTheFrameLimitFailsAndTheOthersKeepTheirs) {
+    using Arrays = std::vector<mproc::SharedArray<int>>;
+    const Arrays hundred(100, mproc::SharedArray<int>(1));
+    ResultWriter out(7, nullptr);
+    for (std::uint32_t task = 0; task < 3; ++task) {
+        out.begin_item(task);
+        out.ok(hundred);
+        out.end_item();
+    }
+    out.begin_item(3);
+    out.ok(Arrays(1, mproc::SharedArray<int>(1)));
+    out.end_item();
+    const Frame results = out.finish();
+    EXPECT_EQ(results.header().item_count, 4U);
+    EXPECT_EQ(results.fds.size(), 201U);
+    EXPECT_EQ(out.errors(), 1U);
+    mproc::detail::FdInbox inbox(results.fds);
+    mproc::detail::FdInboxScope scope(inbox);
+    ItemReader items(results.payload());
+    EXPECT_EQ(mproc::detail::decode_result<Arrays>(items.next()).size(), 100U);
+    EXPECT_EQ(mproc::detail::decode_result<Arrays>(items.next()).size(), 100U);
+    try {
+        mproc::detail::decode_result<Arrays>(items.next());
+        FAIL() << "expected a SerializationError";
+    } catch (const SerializationError& error) {
+        const std::string message = error.what();
+        EXPECT_NE(message.find("holds 100 shared handles"), std::string::npos) << message;
+        EXPECT_NE(message.find("the 200 that"), std::string::npos) << message;
+    }
+    EXPECT_EQ(mproc::detail::decode_result<Arrays>(items.next()).size(), 1U);
+}
