@@ -13,6 +13,7 @@
 #include "os/process.hpp"
 #include "os/socket.hpp"
 #include "transport/socket_link.hpp"
+#include "worker/child_exit.hpp"
 #include "worker/exception_capture.hpp"
 #include "worker/spawn.hpp"
 
@@ -73,7 +74,9 @@ class ProcessState {
     const ProcessOptions& options() const noexcept { return options_; }
 
   private:
-    [[noreturn]] void run_child() {
+    // The forked child's entry: whatever the target throws ends here, reported as Python
+    // reports it, and the child never unwinds into the caller's frames it holds a copy of.
+    [[noreturn]] void run_child() noexcept {
         set_process_title(options_.name.c_str());
         enable_throw_backtraces();
         int code = 0;
@@ -86,8 +89,7 @@ class ProcessState {
                          error.type_name.c_str(), error.message.c_str(), error.traceback.c_str());
             code = 1;
         }
-        std::fflush(nullptr);
-        ::_exit(code);
+        end_child(code);
     }
 
     // A fresh run of the program, which gets the call through its mproc::init.

@@ -32,6 +32,7 @@
 #include "mproc/detail/frame.hpp"
 #include "mproc/detail/wire_archive.hpp"
 #include "mproc/errors.hpp"
+#include "mproc/shared_memory.hpp"
 #include "pool/chunk.hpp"
 
 namespace {
@@ -431,6 +432,66 @@ TEST(WireArchive, AnExceptionFromAUserLoadBecomesASerializationError) {
     EXPECT_THROW(decode(encoded(-1), picky), SerializationError);
 }
 
+// Types whose own save or load throws what a user's code might.
+struct SaveThrows {
+    template <class Archive>
+    void save(Archive&) const {
+        throw std::runtime_error("the save said no");
+    }
+    template <class Archive>
+    void load(Archive&) {}
+};
+struct LoadThrows {
+    int value = 0;
+    template <class Archive>
+    void save(Archive& ar) const {
+        ar(value);
+    }
+    template <class Archive>
+    void load(Archive&) {
+        throw std::runtime_error("the load said no");
+    }
+};
+struct SaveThrowsAnMprocError {
+    template <class Archive>
+    void save(Archive&) const {
+        throw mproc::StateError("a state error");
+    }
+    template <class Archive>
+    void load(Archive&) {}
+};
+
+TEST(WireArchive,
+     AnExceptionFromAUserSaveBecomesASerializationErrorNamingTheTypeAndKeepingTheMessage) {
+    Bytes bytes;
+    try {
+        encode(bytes, 1, SaveThrows{});
+        FAIL() << "expected a SerializationError";
+    } catch (const SerializationError& error) {
+        const std::string message = error.what();
+        EXPECT_NE(message.find("the save said no"), std::string::npos) << message;
+        EXPECT_NE(message.find("SaveThrows"), std::string::npos) << message;
+    }
+    EXPECT_TRUE(bytes.empty());
+}
+
+TEST(WireArchive, AnExceptionFromAUserLoadNamesTheTypeAndKeepsTheMessage) {
+    LoadThrows value;
+    try {
+        decode(encoded(LoadThrows{3}), value);
+        FAIL() << "expected a SerializationError";
+    } catch (const SerializationError& error) {
+        const std::string message = error.what();
+        EXPECT_NE(message.find("the load said no"), std::string::npos) << message;
+        EXPECT_NE(message.find("LoadThrows"), std::string::npos) << message;
+    }
+}
+
+TEST(WireArchive, AnMprocErrorFromAUserSavePassesUnchanged) {
+    Bytes bytes;
+    EXPECT_THROW(encode(bytes, SaveThrowsAnMprocError{}), mproc::StateError);
+}
+
 TEST(WireArchive, EncodeLeavesTheVectorAsItWasWhenAValueCannotBeEncoded) {
     Bytes bytes{std::byte{1}, std::byte{2}};
     EXPECT_THROW(encode(bytes, 3, Unsendable{}), SerializationError);
@@ -806,3 +867,38 @@ TEST(Block, AnUnknownStatusOrBytesAfterTheErrorsAreRefused) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Results that cannot be sent
+
+TEST(Results, AResultWhoseHandlesWouldPassTheFrameLimitFailsAndTheOthersKeepTheirs) {
+    using Arrays = std::vector<mproc::SharedArray<int>>;
+    const Arrays hundred(100, mproc::SharedArray<int>(1));
+    ResultWriter out(7, nullptr);
+    for (std::uint32_t task = 0; task < 3; ++task) {
+        out.begin_item(task);
+        out.ok(hundred);
+        out.end_item();
+    }
+    out.begin_item(3);
+    out.ok(Arrays(1, mproc::SharedArray<int>(1)));
+    out.end_item();
+    const Frame results = out.finish();
+    EXPECT_EQ(results.header().item_count, 4U);
+    EXPECT_EQ(results.fds.size(), 201U);
+    EXPECT_EQ(out.errors(), 1U);
+    mproc::detail::FdInbox inbox(results.fds);
+    mproc::detail::FdInboxScope scope(inbox);
+    ItemReader items(results.payload());
+    EXPECT_EQ(mproc::detail::decode_result<Arrays>(items.next()).size(), 100U);
+    EXPECT_EQ(mproc::detail::decode_result<Arrays>(items.next()).size(), 100U);
+    try {
+        mproc::detail::decode_result<Arrays>(items.next());
+        FAIL() << "expected a SerializationError";
+    } catch (const SerializationError& error) {
+        const std::string message = error.what();
+        EXPECT_NE(message.find("holds 100 shared handles"), std::string::npos) << message;
+        EXPECT_NE(message.find("the 200 that"), std::string::npos) << message;
+    }
+    EXPECT_EQ(mproc::detail::decode_result<Arrays>(items.next()).size(), 1U);
+}

@@ -27,6 +27,7 @@
 #include "os/process.hpp"
 #include "os/socket.hpp"
 #include "os/system_error.hpp"
+#include "worker/child_exit.hpp"
 #include "worker/exception_capture.hpp"
 
 namespace mproc::detail {
@@ -505,9 +506,8 @@ void allow_many_descriptors() noexcept {
 
 [[noreturn]] void serve(UniqueFd listener, bool unix_socket, const std::string& address,
                         const std::string& authkey, std::uint64_t incarnation, UniqueFd stop,
-                        pid_t parent) {
-    int code = 0;
-    try {
+                        pid_t parent) noexcept {
+    run_child_entry("manager", [&] {
         // Watch the parent through a pidfd rather than the death signal, which fires when
         // the *thread* that made the Manager ends.
         UniqueFd parent_fd = open_pidfd(parent);
@@ -523,10 +523,7 @@ void allow_many_descriptors() noexcept {
         ServerLoop(std::move(listener), unix_socket, authkey, incarnation, std::move(stop),
                    std::move(parent_fd))
             .run();
-    } catch (...) {
-        code = 70;
-    }
-    ::_exit(code);
+    });
 }
 
 }  // namespace

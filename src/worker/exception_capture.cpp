@@ -23,15 +23,6 @@ struct FreeDeleter {
     void operator()(void* p) const noexcept { std::free(p); }
 };
 
-// The demangled form of a mangled name, or the name itself when it does not demangle (a C
-// function, a symbol name that is not mangled).
-std::string demangle(const char* mangled) {
-    int status = 0;
-    std::unique_ptr<char, FreeDeleter> plain(
-        abi::__cxa_demangle(mangled, nullptr, nullptr, &status));
-    return status == 0 && plain != nullptr ? std::string(plain.get()) : std::string(mangled);
-}
-
 std::string hex(std::uintptr_t value) {
     char digits[2 * sizeof value];
     const auto end = std::to_chars(digits, digits + sizeof digits, value, 16).ptr;
@@ -101,6 +92,13 @@ std::string message_of_current() {
 }
 
 }  // namespace
+
+std::string demangle(const char* mangled) {
+    int status = 0;
+    std::unique_ptr<char, FreeDeleter> plain(
+        abi::__cxa_demangle(mangled, nullptr, nullptr, &status));
+    return status == 0 && plain != nullptr ? std::string(plain.get()) : std::string(mangled);
+}
 
 void enable_throw_backtraces() noexcept {
     throw_hook::enable();

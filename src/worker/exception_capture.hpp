@@ -3,6 +3,7 @@
 // Turns the exception a worker just caught into the ErrorInfo it sends to the parent, which
 // rethrows it as mproc::RemoteError.
 
+#include <string>
 #include <string_view>
 
 #include "mproc/detail/error_info.hpp"
@@ -13,6 +14,10 @@ namespace mproc::detail {
 // as `throw 42`, which has no what() to ask.
 inline constexpr std::string_view kNonStdExceptionMessage =
     "(an exception of a type not derived from std::exception)";
+
+// The demangled form of a mangled name ("app::ParseError" for a type_info's name()), or the
+// name itself when it does not demangle (a C function, a symbol name that is not mangled).
+std::string demangle(const char* mangled);
 
 // Makes every later throw in this process, on any thread, record its backtrace, so that
 // capture_current_exception() can report where the exception was thrown rather than where it

@@ -15,6 +15,7 @@
 #include "os/socket.hpp"
 #include "os/system_error.hpp"
 #include "transport/socket_link.hpp"
+#include "worker/child_exit.hpp"
 #include "worker/spawn.hpp"
 #include "worker/worker_loop.hpp"
 
@@ -125,15 +126,17 @@ class Launcher {
     pid_t fork_worker(WorkerStatus& status, UniqueFd& pool_end, UniqueFd& worker_end) {
         const pid_t pid = fork_child();
         if (pid == 0) {
-            ::sigprocmask(SIG_SETMASK, &original_mask_, nullptr);
-            control_.reset();
-            child_deaths_.reset();
-            pool_process_.reset();
-            pool_end.reset();
-            set_process_title("mproc-worker");
-            run_worker(std::make_unique<SocketLink>(std::move(worker_end)), status,
-                       *claim_board_in(status_region_->data(), status_region_->size()),
-                       initializer_);
+            run_child_entry("worker", [&] {
+                ::sigprocmask(SIG_SETMASK, &original_mask_, nullptr);
+                control_.reset();
+                child_deaths_.reset();
+                pool_process_.reset();
+                pool_end.reset();
+                set_process_title("mproc-worker");
+                run_worker(std::make_unique<SocketLink>(std::move(worker_end)), status,
+                           *claim_board_in(status_region_->data(), status_region_->size()),
+                           initializer_);
+            });
         }
         return pid;
     }
@@ -200,8 +203,13 @@ class Launcher {
 }  // namespace
 
 void run_launcher(UniqueFd control, pid_t pool_process, std::shared_ptr<SharedRegion> statuses,
-                  const Frame* initializer, StartMethod workers_by) {
-    Launcher(std::move(control), pool_process, std::move(statuses), initializer, workers_by).run();
+                  const Frame* initializer, StartMethod workers_by) noexcept {
+    // A launcher that cannot go on (no socket, no fork for a worker) ends here, and its pool
+    // hears that its launcher died.
+    run_child_entry("launcher", [&] {
+        Launcher(std::move(control), pool_process, std::move(statuses), initializer, workers_by)
+            .run();
+    });
 }
 
 WorkerLauncher::WorkerLauncher(StartMethod method, std::shared_ptr<SharedRegion> statuses,

@@ -67,9 +67,10 @@ class WorkerLauncher {
     ExitStatus exit_;
 };
 
-// The launcher's life, in the process that serves as one; never returns.
+// The launcher's life, in the process that serves as one; never returns, and never throws into
+// the stack it was forked from.
 [[noreturn]] void run_launcher(UniqueFd control, pid_t pool_process,
                                std::shared_ptr<SharedRegion> statuses, const Frame* initializer,
-                               StartMethod workers_by);
+                               StartMethod workers_by) noexcept;
 
 }  // namespace mproc::detail

@@ -8,6 +8,7 @@
 #include "mproc/detail/shared_region.hpp"
 #include "mproc/detail/task_codec.hpp"
 #include "transport/socket_link.hpp"
+#include "worker/child_exit.hpp"
 #include "worker/exception_capture.hpp"
 #include "worker/launcher.hpp"
 #include "worker/worker_loop.hpp"
@@ -20,8 +21,7 @@ namespace {
     const ErrorInfo error = capture_current_exception();
     std::fprintf(stderr, "mproc: a spawned %s could not start: %s: %s\n", role,
                  error.type_name.c_str(), error.message.c_str());
-    std::fflush(stderr);
-    ::_exit(exit_bootstrap_failed);
+    end_child(exit_bootstrap_failed);
 }
 
 template <class T>
@@ -64,21 +64,26 @@ Frame next_frame(Link& link) {
 }
 
 [[noreturn]] void serve_launcher(UniqueFd channel) {
+    pid_t pool = 0;
+    UniqueFd control;
+    std::shared_ptr<SharedRegion> statuses;
+    static std::optional<Frame> initializer;  // lives as long as the launcher and its forks
     try {
         SocketLink boot(std::move(channel));
         Bootstrap bootstrap = check_bootstrap(next_frame(boot), Role::launcher);
-        const auto pool = static_cast<pid_t>(item_as<std::int64_t>(bootstrap, 0));
+        pool = static_cast<pid_t>(item_as<std::int64_t>(bootstrap, 0));
         if (bootstrap.frame.fds.size() != 2)
             throw SerializationError("mproc: a bootstrap lacks its descriptors");
-        UniqueFd control = std::move(bootstrap.frame.fds[0]);
-        auto statuses = SharedRegion::adopt(std::move(bootstrap.frame.fds[1]));
-        static std::optional<Frame> initializer;  // lives as long as the launcher and its forks
+        control = std::move(bootstrap.frame.fds[0]);
+        statuses = SharedRegion::adopt(std::move(bootstrap.frame.fds[1]));
         if (item_as<bool>(bootstrap, 1)) initializer = next_frame(boot);
-        run_launcher(std::move(control), pool, std::move(statuses),
-                     initializer ? &*initializer : nullptr, StartMethod::fork);
     } catch (...) {
         fail_bootstrap("launcher");
     }
+    // Outside the try: what goes wrong later, in the launcher or in a worker it forked, is no
+    // failure to start, which would make the pool give up.
+    run_launcher(std::move(control), pool, std::move(statuses),
+                 initializer ? &*initializer : nullptr, StartMethod::fork);
 }
 
 [[noreturn]] void serve_process(UniqueFd channel) {
@@ -113,23 +118,25 @@ Frame next_frame(Link& link) {
                      static_cast<int>(::getpid()), error.what());
         code = 1;
     }
-    std::fflush(nullptr);
-    ::_exit(code);
+    end_child(code);
 }
 
 }  // namespace
 
-void serve_spawned_role(Role role, UniqueFd channel) {
-    switch (role) {
-        case Role::worker:
-            serve_worker(std::move(channel));
-        case Role::launcher:
-            serve_launcher(std::move(channel));
-        case Role::process:
-            serve_process(std::move(channel));
-    }
-    std::fprintf(stderr, "mproc: a spawned process was given an unknown role\n");
-    ::_exit(exit_bootstrap_failed);
+void serve_spawned_role(Role role, UniqueFd channel) noexcept {
+    // Below this frame is the user's main, which must not go on in this process.
+    run_child_entry("spawned process", [&] {
+        switch (role) {
+            case Role::worker:
+                serve_worker(std::move(channel));
+            case Role::launcher:
+                serve_launcher(std::move(channel));
+            case Role::process:
+                serve_process(std::move(channel));
+        }
+        std::fprintf(stderr, "mproc: a spawned process was given an unknown role\n");
+        end_child(exit_bootstrap_failed);
+    });
 }
 
 }  // namespace mproc::detail

@@ -1,10 +1,7 @@
 #include "worker/worker_loop.hpp"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
 #include <exception>
 #include <memory>
 
@@ -13,15 +10,26 @@
 #include "os/memory_usage.hpp"
 #include "transport/socket_link.hpp"
 #include "wire/payload_file_reuse.hpp"
+#include "worker/child_exit.hpp"
 #include "worker/exception_capture.hpp"
 
 namespace mproc::detail {
 
 namespace {
 
-[[noreturn]] void end_worker(int code) {
-    std::fflush(nullptr);
-    ::_exit(code);
+// A worker whose link cannot carry a frame any more (a send or receive threw) has no way to
+// tell its pool anything: it ends, and the pool hears of its death.
+[[noreturn]] void end_with_broken_link() noexcept {
+    end_child_on_exception("worker", exit_link_broken);
+}
+
+// Sends a frame to the pool; false when the pool is gone.
+bool send_to_pool(Link& link, Frame frame) noexcept {
+    try {
+        return link.send(std::move(frame));
+    } catch (...) {
+        end_with_broken_link();
+    }
 }
 
 // Runs a task frame. A frame whose entry cannot be found fails each of its tasks with that
@@ -89,8 +97,8 @@ void initialize(const Frame& initializer, Link& link) {
     FrameHeader failed = header;
     failed.kind = static_cast<std::uint16_t>(FrameKind::init_failed);
     std::memcpy(results.bytes.data(), &failed, sizeof failed);
-    link.send(std::move(results));
-    end_worker(1);
+    send_to_pool(link, std::move(results));
+    end_child(1);
 }
 
 // Whether the pool cancelled the chunk before it began (WorkerStatus::skipped): one load while
@@ -112,6 +120,43 @@ Frame answer_only(FrameKind kind, std::uint64_t sequence) {
     return writer.finish();
 }
 
+// Runs task frames until the pool says stop or is gone.
+[[noreturn]] void serve_tasks(Link& link, WorkerStatus& status, ClaimBoard& board) {
+    ResultBatcher batcher;
+    while (true) {
+        std::optional<Frame> frame;
+        try {
+            frame = link.receive();
+        } catch (...) {
+            end_with_broken_link();
+        }
+        if (!frame || frame->kind() == FrameKind::stop) end_child(0);
+        if (frame->kind() != FrameKind::task && frame->kind() != FrameKind::task_block) continue;
+        const auto started = Clock::now();
+        const std::uint64_t sequence = frame->header().sequence;
+        Frame results = cancelled_before_start(status, sequence)
+                            ? answer_only(FrameKind::skipped, sequence)
+                            : run_frame(*frame, &status, &board);
+        frame.reset();  // a large frame's file goes back to the pool before the results do
+        lend_payload_file(results);
+        if (!batcher.hold(link, started, Clock::now())) {
+            if (!send_to_pool(link, std::move(results))) end_child(0);
+        } else {
+            try {
+                link.post(std::make_shared<const Frame>(std::move(results)));
+            } catch (...) {
+                end_with_broken_link();
+            }
+        }
+        if (over_memory_limit(status)) {
+            // After the results (a send goes after those held): the pool sends the chunks not
+            // begun elsewhere and starts a new worker in this one's place.
+            send_to_pool(link, answer_only(FrameKind::retiring, 0));
+            end_child(0);
+        }
+    }
+}
+
 }  // namespace
 
 void refuse_to_serve(Link& pool, int exit_code) noexcept {
@@ -126,47 +171,19 @@ void refuse_to_serve(Link& pool, int exit_code) noexcept {
     } catch (...) {
         // The pool hears of it from the exit code alone.
     }
-    end_worker(exit_code);
+    end_child(exit_code);
 }
 
 void run_worker(std::unique_ptr<Link> pool, WorkerStatus& status, ClaimBoard& board,
-                const Frame* initializer) {
-    enable_throw_backtraces();
-    status.serving.store(1);
-    futex_wake(status.serving);
-    Link& link = *pool;
-    if (initializer != nullptr) initialize(*initializer, link);
-    ResultBatcher batcher;
-    while (true) {
-        std::optional<Frame> frame;
-        try {
-            frame = link.receive();
-        } catch (const std::exception& error) {
-            std::fprintf(stderr, "mproc worker %d: %s\n", static_cast<int>(::getpid()),
-                         error.what());
-            end_worker(2);
-        }
-        if (!frame || frame->kind() == FrameKind::stop) end_worker(0);
-        if (frame->kind() != FrameKind::task && frame->kind() != FrameKind::task_block) continue;
-        const auto started = Clock::now();
-        const std::uint64_t sequence = frame->header().sequence;
-        Frame results = cancelled_before_start(status, sequence)
-                            ? answer_only(FrameKind::skipped, sequence)
-                            : run_frame(*frame, &status, &board);
-        frame.reset();  // a large frame's file goes back to the pool before the results do
-        lend_payload_file(results);
-        if (batcher.hold(link, started, Clock::now())) {
-            link.post(std::make_shared<const Frame>(std::move(results)));
-        } else if (!link.send(std::move(results))) {
-            end_worker(0);
-        }
-        if (over_memory_limit(status)) {
-            // After the results (send() flushes those held first): the pool sends the chunks
-            // not begun elsewhere and starts a new worker in this one's place.
-            link.send(answer_only(FrameKind::retiring, 0));
-            end_worker(0);
-        }
-    }
+                const Frame* initializer) noexcept {
+    run_child_entry("worker", [&] {
+        enable_throw_backtraces();
+        status.serving.store(1);
+        futex_wake(status.serving);
+        Link& link = *pool;
+        if (initializer != nullptr) initialize(*initializer, link);
+        serve_tasks(link, status, board);
+    });
 }
 
 }  // namespace mproc::detail

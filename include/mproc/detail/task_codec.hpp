@@ -27,7 +27,10 @@
 
 namespace mproc::detail {
 
-enum class ResultStatus : std::uint8_t { ok = 0, error = 1 };
+// A result item's first byte. An unencodable task's value could not be encoded in the worker
+// (its own save threw, or it holds more handles than the frame can carry): a message follows,
+// which the caller gets as a SerializationError.
+enum class ResultStatus : std::uint8_t { ok = 0, error = 1, unencodable = 2 };
 
 // An argument as it is stored for the call: decayed, and a C string becomes a std::string,
 // since a pointer means nothing in another process.
@@ -137,7 +140,8 @@ class ResultWriter {
     }
 
     // Records the running task's value. A value that cannot be encoded is recorded as that
-    // task's error instead.
+    // task's error instead, and so is one whose handles would take the chunk's results past
+    // the descriptors a frame can carry.
     template <class R>
     void ok(const R& value) {
         writer_.begin_item();
@@ -145,14 +149,21 @@ class ResultWriter {
             writer_.buffer().push_back(std::byte{static_cast<std::uint8_t>(ResultStatus::ok)});
             if constexpr (wire_detail::is_block_copyable<R>) {
                 encode(writer_.buffer(), value);  // a number holds no descriptor
+                writer_.end_item();
             } else {
-                FdOutboxScope scope(outbox_);
-                encode(writer_.buffer(), value);
+                FdOutbox item_fds;
+                {
+                    FdOutboxScope scope(item_fds);
+                    encode(writer_.buffer(), value);
+                }
+                std::vector<UniqueFd> fds = item_fds.take();
+                if (!fds.empty()) make_room_for(fds.size());
+                writer_.end_item();
+                for (auto& fd : fds) fds_.push_back(std::move(fd));
             }
-            writer_.end_item();
         } catch (...) {
             writer_.abandon_item();
-            error();
+            unencodable();
         }
     }
     void ok_void();
@@ -162,19 +173,32 @@ class ResultWriter {
 
     // How many tasks of the chunk ended with an error.
     std::size_t errors() const noexcept { return errors_; }
+    // The chunk's results. Should they not make a frame after all, a frame in which each task
+    // of the chunk fails with the reason; throws only when even that cannot be made.
     Frame finish();
+
+    // The handles all results of a chunk may hold: what the kernel passes in one message, less
+    // the descriptor that a large frame's file takes beside them.
+    static constexpr std::size_t max_result_fds = max_frame_fds - 1;
 
   private:
     void write_error(const ErrorInfo& info) noexcept;
+    // Records the exception being handled, which encoding the running task's value threw, as
+    // the reason the task's value could not be sent.
+    void unencodable() noexcept;
+    // Makes room for a result's `fds` handles among those of the chunk's results, so that
+    // keeping them cannot fail; SerializationError when they would be more than max_result_fds.
+    void make_room_for(std::size_t fds);
+    Frame finish_failed(std::uint32_t tasks);
 
     FrameWriter writer_;
-    FdOutbox outbox_;
+    std::vector<UniqueFd> fds_;  // the handles of the results so far
+    std::uint64_t sequence_;
     WorkerStatus* status_;
     ClaimBoard* board_;
     bool timed_;
     bool claimed_ = false;
     std::size_t errors_ = 0;
-    std::uint64_t sequence_;
     std::uint32_t current_ = 0;        // the running task's position in the results
     std::uint32_t current_index_ = 0;  // and its index in the chunk (or the claimed batch)
     bool block_ = false;
@@ -359,7 +383,7 @@ class TaskEncoder {
 };
 
 // The value of one result item, or its error thrown: RemoteError for an exception in the task,
-// SerializationError for bytes that do not decode.
+// SerializationError for a value the worker could not encode or bytes that do not decode.
 template <class R>
 R decode_result(std::span<const std::byte> item) {
     if (item.empty()) throw SerializationError("mproc: an empty result item");
@@ -370,6 +394,11 @@ R decode_result(std::span<const std::byte> item) {
         decode(rest, info);
         throw RemoteError(std::move(info.type_name), std::move(info.message),
                           std::move(info.traceback));
+    }
+    if (status == ResultStatus::unencodable) {
+        std::string message;
+        decode(rest, message);
+        throw SerializationError(message);
     }
     if (status != ResultStatus::ok)
         throw SerializationError("mproc: a result has an unknown status");

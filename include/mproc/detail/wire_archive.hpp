@@ -23,6 +23,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <typeinfo>
 #include <vector>
 
 #include <cereal/cereal.hpp>
@@ -323,9 +324,46 @@ requires(!std::is_same_v<T, bool>) void CEREAL_LOAD_FUNCTION_NAME(WireInputArchi
 
 // ---------------------------------------------------------------------------------------------
 
-// Appends the encoding of values, in order, to out. Throws SerializationError when cereal
-// refuses a value, and lets std::bad_alloc through. On any exception out is cut back to the
-// size it had, so a half-written value never reaches a frame.
+namespace wire_detail {
+
+// What went wrong with a value, for its SerializationError's message.
+enum class ValueFailure { unencodable, undecodable, corrupt };
+
+// Throws SerializationError about a value of type `type` that could not be encoded or decoded
+// (or whose bytes are corrupt); `what` is the message of the exception that said so, kept whole.
+[[noreturn]] void throw_value_error(ValueFailure failure, const std::type_info& type,
+                                    const char* what);
+
+// Archives one value, turning what its own save or load throws (and cereal's refusals) into
+// SerializationError: an mproc::Error passes unchanged, and while encoding so does
+// std::bad_alloc.
+template <class T, class Archive>
+void archive_value(Archive& archive, T& value) {
+    constexpr bool encoding = std::is_same_v<Archive, WireOutputArchive>;
+    try {
+        archive(value);
+    } catch (const Error&) {
+        throw;
+    } catch (const cereal::Exception& e) {
+        throw_value_error(encoding ? ValueFailure::unencodable : ValueFailure::corrupt, typeid(T),
+                          e.what());
+    } catch (const std::bad_alloc&) {
+        if constexpr (encoding) throw;
+        // Unreachable from a size prefix (they are checked first), but a type's own load may
+        // still size something from the bytes.
+        throw_value_error(ValueFailure::corrupt, typeid(T), "an allocation failed");
+    } catch (const std::exception& e) {
+        throw_value_error(encoding ? ValueFailure::unencodable : ValueFailure::undecodable,
+                          typeid(T), e.what());
+    }
+}
+
+}  // namespace wire_detail
+
+// Appends the encoding of values, in order, to out. Throws SerializationError when a value
+// cannot be encoded (cereal refuses it, or its own save throws: the message names its type and
+// keeps the save's message), and lets std::bad_alloc and mproc::Error through. On any exception
+// out is cut back to the size it had, so a half-written value never reaches a frame.
 template <byte_sink Out, class... T>
 void encode(Out& out, const T&... values) {
     if constexpr ((wire_detail::is_block_copyable<T> && ...)) {
@@ -340,10 +378,7 @@ void encode(Out& out, const T&... values) {
     const std::size_t start = out.size();
     try {
         WireOutputArchive archive(out);
-        archive(values...);
-    } catch (const cereal::Exception& e) {
-        out.resize(start);
-        throw SerializationError(std::string("mproc: a value could not be encoded: ") + e.what());
+        (wire_detail::archive_value(archive, values), ...);
     } catch (...) {
         out.resize(start);
         throw;
@@ -353,17 +388,12 @@ void encode(Out& out, const T&... values) {
 // Decodes values, in order, from in, which must hold exactly their encoding. Throws
 // SerializationError when the bytes are truncated or corrupt (a read past the end, a size
 // prefix the bytes cannot back, a bool byte other than 0 or 1, a variant index out of range,
-// an allocation that fails, an exception from a type's own load) or when bytes are left over
-// after the last value. An mproc::Error from a type's own load passes through unchanged. On an
-// exception the values may hold anything valid; they must not be trusted.
+// an allocation that fails), when a type's own load throws (the message names the type and
+// keeps the load's message), or when bytes are left over after the last value. An mproc::Error
+// from a type's own load passes through unchanged. On an exception the values may hold anything
+// valid; they must not be trusted.
 template <class... T>
 void decode(std::span<const std::byte> in, T&... values) {
-    auto corrupt = [](const char* what) {
-        return SerializationError(
-            std::string("mproc: bytes that arrived do not decode as the expected values; "
-                        "they are corrupt or truncated (") +
-            what + ")");
-    };
     if constexpr ((wire_detail::is_block_copyable<T> && ...)) {
         // Plain copies, as in encode, with the archive's checks: no byte read past the end,
         // none left over.
@@ -378,22 +408,12 @@ void decode(std::span<const std::byte> in, T&... values) {
         ((std::memcpy(std::addressof(values), at, sizeof(T)), at += sizeof(T)), ...);
         return;
     }
-    try {
-        WireInputArchive archive(in);
-        archive(values...);
-        if (archive.remaining() != 0) {
-            throw SerializationError("mproc: " + std::to_string(archive.remaining()) +
-                                     " bytes are left over after the decoded values; the "
-                                     "bytes are corrupt or were encoded as other types");
-        }
-    } catch (const Error&) {
-        throw;
-    } catch (const std::bad_alloc&) {
-        // Unreachable from a size prefix (they are checked first), but a type's own load may
-        // still size something from the bytes.
-        throw corrupt("an allocation failed");
-    } catch (const std::exception& e) {
-        throw corrupt(e.what());
+    WireInputArchive archive(in);
+    (wire_detail::archive_value(archive, values), ...);
+    if (archive.remaining() != 0) {
+        throw SerializationError("mproc: " + std::to_string(archive.remaining()) +
+                                 " bytes are left over after the decoded values; the "
+                                 "bytes are corrupt or were encoded as other types");
     }
 }
 
