@@ -3,6 +3,22 @@
 // Pool: a set of worker processes that run tasks, as Python's multiprocessing.Pool does, and a
 // pool that survives its workers: one that dies or runs past task_timeout fails only the task
 // it held, and a new worker takes its place.
+//
+// Delivery: each task runs once, unless its worker dies while it holds the task. Then:
+// - the task the worker was running fails with WorkerLost (TimeoutError when the pool killed
+//   it for task_timeout, CancelledError when it was cancelled), or, with PoolOptions::retries,
+//   runs again on another worker, at most that many times more;
+// - tasks that returned numbers never run again: a worker records each such value, as it
+//   finishes, in memory the pool reads even after the worker died (its last 4096 values);
+// - tasks that returned other values, and that the worker had finished but not yet reported,
+//   run again: those of the chunk it was running (a smaller chunksize makes that set smaller;
+//   chunksize 1, none) and those of the quick chunks, each under 50 us, whose results it held
+//   back for at most 200 us to send them together;
+// - tasks it had not begun run once, on another worker;
+// - a chunk whose workers die three times while none of its tasks runs fails with WorkerLost.
+// A worker the pool kills (task_timeout, cancel) may have just finished the task it was killed
+// for and begun the next: that next task is not failed but runs again elsewhere. A task of a
+// worker that retires over max_memory_per_child, or after maxtasksperchild, never runs twice.
 
 #include <algorithm>
 #include <array>

@@ -117,7 +117,7 @@ void for_each_block_result(std::size_t first_task, std::uint32_t tasks,
 template <class R, class OnValue>
 void for_each_recorded(std::size_t first_task, std::span<const RecordedResult> results,
                        OnValue on_value) {
-    if constexpr (wire_detail::is_block_copyable<R> && sizeof(R) <= recorded_value_bytes) {
+    if constexpr (wire_detail::is_block_copyable<R>) {
         for (const RecordedResult& result : results) {
             R value;
             std::memcpy(&value, result.value, sizeof value);

@@ -124,19 +124,18 @@ class ResultWriter {
         std::byte* block = writer_.buffer().data() + sizeof(FrameHeader);
         block[current_] = std::byte{static_cast<std::uint8_t>(ResultStatus::ok)};
         std::memcpy(block + block_tasks_ + std::size_t{current_} * sizeof(R), &value, sizeof(R));
-        if constexpr (sizeof(R) <= recorded_value_bytes) {
-            if (status_ != nullptr) {
-                ResultArea& area = status_->results;
-                RecordedResult& entry = area.entries[area.next++ % recorded_results];
-                std::atomic_ref(entry.done).store(0, std::memory_order_relaxed);
-                // The pool must never see the old entry's done beside new fields.
-                std::atomic_thread_fence(std::memory_order_release);
-                entry.sequence = sequence_;
-                entry.task = current_index_;
-                std::memcpy(entry.value, &value, sizeof(R));
-                std::atomic_ref(entry.done).store(1, std::memory_order_release);
-            }
-        }
+        // Also in the worker's ResultArea, which the pool reads should the worker die.
+        static_assert(sizeof(R) <= recorded_value_bytes, "a number larger than a record's room");
+        if (status_ == nullptr) return;
+        ResultArea& area = status_->results;
+        RecordedResult& entry = area.entries[area.next++ % recorded_results];
+        std::atomic_ref(entry.done).store(0, std::memory_order_relaxed);
+        // The pool must never see the old entry's done beside new fields.
+        std::atomic_thread_fence(std::memory_order_release);
+        entry.sequence = sequence_;
+        entry.task = current_index_;
+        std::memcpy(entry.value, &value, sizeof(R));
+        std::atomic_ref(entry.done).store(1, std::memory_order_release);
     }
 
     // Records the running task's value. A value that cannot be encoded is recorded as that
