@@ -8,6 +8,7 @@
 #include <array>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <iterator>
 #include <memory>
 #include <optional>
@@ -41,6 +42,13 @@ struct PoolOptions {
     std::optional<StartMethod> start_method = std::nullopt;
     // A task running longer is failed with TimeoutError and its worker killed and replaced.
     std::optional<std::chrono::milliseconds> task_timeout = std::nullopt;
+    // The largest frame between the pool and a worker, in bytes: a task's arguments (a chunk's,
+    // for a map) or a result. 0 means the machine's memory (mproc::memory().total). A call whose
+    // arguments are over it throws SerializationError; a task whose result is over it fails
+    // with that error (a RemoteError of type mproc::SerializationError). Each end checks a
+    // frame's size against it before it maps or allocates anything for the frame. Under 1 MiB it
+    // is refused with StateError, so that errors and batches of small tasks still fit.
+    std::uint64_t max_value_bytes = 0;
 };
 
 // The tasks of an imap or imap_unordered, read as they finish: an input range of R. Reading an

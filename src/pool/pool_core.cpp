@@ -128,6 +128,7 @@ struct PoolCore::Impl {
     std::size_t maxtasksperchild;
     std::optional<std::chrono::milliseconds> task_timeout;
     std::optional<BoundCall> initializer;
+    std::uint64_t max_value_bytes;  // PoolOptions::max_value_bytes, resolved
     std::shared_ptr<SharedRegion> status_memory;
     std::optional<WorkerLauncher> launcher;
     UniqueFd wake;
@@ -212,6 +213,7 @@ PoolCore::Impl::Impl(const PoolOptions& options)
       maxtasksperchild(options.maxtasksperchild),
       task_timeout(options.task_timeout),
       initializer(options.initializer),
+      max_value_bytes(resolve_max_payload_bytes(options.max_value_bytes)),
       workers(processes),
       launching(processes, false) {
     require_served_role_taken();
@@ -225,6 +227,7 @@ PoolCore::Impl::Impl(const PoolOptions& options)
     for (std::size_t slot = 0; slot < processes; ++slot) {
         new (&status(slot)) WorkerStatus();
         if (task_timeout) status(slot).timed.store(1, std::memory_order_relaxed);
+        status(slot).max_value_bytes = max_value_bytes;
     }
     wake = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!wake) throw_system_error("eventfd");
@@ -699,7 +702,7 @@ void PoolCore::Impl::handle_started(WorkerLauncher::Event& event) {
     worker.slot = event.slot;
     worker.pid = event.pid;
     worker.pidfd = open_pidfd(event.pid);
-    worker.link = std::make_unique<SocketLink>(std::move(event.socket));
+    worker.link = std::make_unique<SocketLink>(std::move(event.socket), max_value_bytes);
     if (shutting_down || broken) maybe_retire(worker);
 }
 
@@ -900,6 +903,7 @@ std::size_t PoolCore::processes() const noexcept {
 
 void PoolCore::submit(const std::shared_ptr<Job>& job, std::span<Frame> frames,
                       std::size_t first_task, bool batch) {
+    for (const auto& frame : frames) check_frame_size(frame, impl_->max_value_bytes);
     bool large = false;
     for (const auto& frame : frames) large |= lend_payload_file(frame);
     bool wake = false;

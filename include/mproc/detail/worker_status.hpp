@@ -21,6 +21,9 @@ struct WorkerStatus {
     // being started: the Pool's constructor waits on it (a futex word), so that the start of
     // the workers is not paid for by the first map.
     std::atomic<std::uint32_t> serving{0};
+    // The pool's limit on a frame (PoolOptions::max_value_bytes, resolved), set before the
+    // worker starts: a spawned worker learns it here, since its own default may differ.
+    std::uint64_t max_value_bytes = 0;
 };
 
 // Where a pool's workers take the tasks of a claimed batch from, themselves, a few at a time,
