@@ -12,8 +12,10 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "mproc/detail/frame.hpp"
@@ -21,6 +23,7 @@
 #include "mproc/errors.hpp"
 #include "mproc/pipe.hpp"
 #include "mproc/pool.hpp"
+#include "mproc/resources.hpp"
 #include "os/socket.hpp"
 #include "process_helpers.hpp"
 #include "transport/socket_link.hpp"
@@ -132,6 +135,121 @@ TEST_P(LargeFrameTest, WorkerKilledHoldingALargeFrameFailsItsTaskAndLeaksNothing
     EXPECT_EQ(frame_mappings(), mappings);
 }
 
+std::vector<std::uint8_t> bytes_of(std::size_t size) {
+    return pattern(size);
+}
+
+TEST_P(LargeFrameTest, AnArgumentOverThePoolsLimitIsRefusedWhenSubmitted) {
+    mproc::Pool pool(options(1, {.max_value_bytes = large_frame_bytes}));
+    try {
+        pool.apply(die_on_one, pattern(2 * large_frame_bytes));
+        ADD_FAILURE() << "an argument over the pool's limit was sent";
+    } catch (const mproc::SerializationError& error) {
+        const std::string message = error.what();
+        EXPECT_NE(message.find("limit of " + std::to_string(large_frame_bytes)), std::string::npos)
+            << message;
+        EXPECT_NE(message.find("max_value_bytes"), std::string::npos) << message;
+    }
+    EXPECT_EQ(pool.apply(die_on_one, pattern(large_frame_bytes / 2)), large_frame_bytes / 2);
+}
+
+// Under spawn the worker is a fresh program: only the pool's shared memory tells it the limit.
+TEST_P(LargeFrameTest, AResultOverThePoolsLimitFailsItsTaskInTheWorker) {
+    mproc::Pool pool(options(1, {.max_value_bytes = large_frame_bytes}));
+    try {
+        pool.apply(bytes_of, 2 * large_frame_bytes);
+        ADD_FAILURE() << "a result over the pool's limit was sent";
+    } catch (const mproc::RemoteError& error) {
+        EXPECT_NE(error.type_name().find("SerializationError"), std::string::npos)
+            << error.type_name();
+        EXPECT_NE(error.message().find("limit of " + std::to_string(large_frame_bytes)),
+                  std::string::npos)
+            << error.message();
+    }
+    EXPECT_EQ(pool.apply(bytes_of, large_frame_bytes / 2).size(), large_frame_bytes / 2);
+}
+
+TEST(LargeFrame, APoolLimitUnder1MiBIsRefused) {
+    EXPECT_THROW(mproc::Pool(mproc::PoolOptions{.processes = 1, .max_value_bytes = (1 << 20) - 1}),
+                 mproc::StateError);
+}
+
+// The points of a value of `size` bytes that its checksum reads: a few, spread over it.
+std::vector<std::size_t> checked_points(std::size_t size) {
+    std::vector<std::size_t> points;
+    for (std::size_t at = 0; at < size; at += size / 7 + 1) points.push_back(at);
+    if (size > 0) points.push_back(size - 1);
+    return points;
+}
+
+// What a value made by marked() holds at `at`.
+char marked_byte(std::size_t size, std::size_t at) {
+    return at + 1 == size ? 'z' : static_cast<char>('a' + at % 23);
+}
+
+// A value of `size` bytes, zero but at its checked points.
+template <class Bytes>
+Bytes marked(std::size_t size) {
+    Bytes bytes(size, '\0');
+    for (std::size_t at : checked_points(size)) bytes[at] = marked_byte(size, at);
+    return bytes;
+}
+
+using SizeAndChecksum = std::pair<std::size_t, std::uint64_t>;
+
+template <class Bytes>
+SizeAndChecksum size_and_checksum(const Bytes& bytes) {
+    std::uint64_t sum = 0;
+    for (std::size_t at : checked_points(bytes.size())) {
+        sum = sum * 31 + static_cast<unsigned char>(bytes[at]);
+    }
+    return {bytes.size(), sum};
+}
+
+// What size_and_checksum says of marked(size), without making it.
+SizeAndChecksum marked_size_and_checksum(std::size_t size) {
+    std::uint64_t sum = 0;
+    for (std::size_t at : checked_points(size)) {
+        sum = sum * 31 + static_cast<unsigned char>(marked_byte(size, at));
+    }
+    return {size, sum};
+}
+
+SizeAndChecksum size_and_checksum_of_bytes(const std::vector<char>& bytes) {
+    return size_and_checksum(bytes);
+}
+
+std::string marked_text(std::size_t size) {
+    return marked<std::string>(size);
+}
+
+// 2.5 GiB: past 2^31 (int, ssize_t) and the old 1 GiB limit. Each huge test holds at most
+// three copies at once (the sender's value, the frame's file, the receiver's value).
+constexpr std::size_t huge_value_bytes = std::size_t{5} << 29;
+
+// The tests of huge values run only where three copies fit with room to spare.
+bool has_room_for_huge_values() {
+    return mproc::memory().available >= std::uint64_t{12} << 30;
+}
+
+TEST_P(LargeFrameTest, AnArgumentOf2Point5GiBReachesItsTask) {
+    if (!has_room_for_huge_values()) GTEST_SKIP() << "needs 12 GiB of free memory";
+    mproc::Pool pool(options(1));
+    std::optional<mproc::AsyncResult<SizeAndChecksum>> result;
+    {
+        const auto bytes = marked<std::vector<char>>(huge_value_bytes);
+        result.emplace(pool.apply_async(size_and_checksum_of_bytes, bytes));
+    }  // the frame's file holds the argument now: this copy goes before the worker makes its own
+    EXPECT_EQ(result->get(), marked_size_and_checksum(huge_value_bytes));
+}
+
+TEST_P(LargeFrameTest, AResultOf2Point5GiBReachesItsCaller) {
+    if (!has_room_for_huge_values()) GTEST_SKIP() << "needs 12 GiB of free memory";
+    mproc::Pool pool(options(1));
+    const std::string text = pool.apply(marked_text, huge_value_bytes);
+    EXPECT_EQ(size_and_checksum(text), marked_size_and_checksum(huge_value_bytes));
+}
+
 TEST(LargeFrame, OnlyAFrameOverTheThresholdTravelsInAFile) {
     FrameWriter small(FrameKind::task, 0);
     small.begin_item();
@@ -172,12 +290,77 @@ TEST(LargeFrame, APipeCarriesLargeMessagesAndLeavesNothingBehind) {
     EXPECT_EQ(frame_mappings(), mappings);
 }
 
-TEST(LargeFrame, AFrameOverTheSizeLimitIsRefusedInAFileToo) {
-    FrameWriter writer(FrameKind::task, 0);
+TEST(LargeFrame, AFrameOverItsWritersLimitIsRefusedInAFileToo) {
+    FrameWriter writer(FrameKind::task, 0, 0, 0, 2 * large_frame_bytes);
     writer.begin_item();
     // The file is sparse: no page of it is written.
-    writer.buffer().resize(writer.buffer().size() + mproc::detail::max_payload_bytes + 1);
+    writer.buffer().resize(writer.buffer().size() + 2 * large_frame_bytes + 1);
     EXPECT_THROW(writer.end_item(), mproc::SerializationError);
+}
+
+TEST(LargeFrame, AFrameOverALinksLimitIsRefusedBeforeItIsMapped) {
+    FrameWriter writer(FrameKind::task, 0);
+    writer.begin_item();
+    mproc::detail::encode(writer.buffer(), pattern(2 * large_frame_bytes));
+    writer.end_item();
+    Frame frame = writer.finish();
+    ASSERT_NE(frame.file, nullptr);
+    auto [sender_end, receiver_end] = mproc::detail::make_socket_pair(SOCK_STREAM);
+    mproc::detail::SocketLink sender(std::move(sender_end));
+    ASSERT_TRUE(sender.send(std::move(frame)));
+    const auto mappings = frame_mappings();
+    mproc::detail::SocketLink receiver(std::move(receiver_end), large_frame_bytes);
+    try {
+        receiver.receive();
+        ADD_FAILURE() << "a frame over the link's limit was taken";
+    } catch (const mproc::SerializationError& error) {
+        EXPECT_NE(std::string(error.what()).find("limit of " + std::to_string(large_frame_bytes)),
+                  std::string::npos)
+            << error.what();
+    }
+    EXPECT_EQ(frame_mappings(), mappings);
+}
+
+TEST(LargeFrame, AHeaderThatClaims2To62BytesIsRefusedByALinkAndAPipe) {
+    FrameHeader header{};
+    header.magic = mproc::detail::frame_magic;
+    header.version = mproc::detail::frame_version;
+    header.kind = static_cast<std::uint16_t>(FrameKind::task);
+    header.item_count = 1;
+    header.payload_bytes = std::uint64_t{1} << 62;
+    auto [link_sender, link_receiver] = mproc::detail::make_socket_pair(SOCK_STREAM);
+    ASSERT_TRUE(mproc::detail::send_packet(link_sender.get(), &header, sizeof header, {}));
+    mproc::detail::SocketLink link(std::move(link_receiver));
+    EXPECT_THROW(link.receive(), mproc::SerializationError);
+    auto [pipe_sender, pipe_receiver] = mproc::detail::make_socket_pair(SOCK_STREAM);
+    ASSERT_TRUE(mproc::detail::send_packet(pipe_sender.get(), &header, sizeof header, {}));
+    auto end = mproc::detail::ConnectionCore::adopt(std::move(pipe_receiver));
+    EXPECT_THROW(end->receive(), mproc::SerializationError);
+}
+
+// An item of 4 GiB and more travels behind the long prefix. The frame's file holds it alone:
+// the test writes a byte at each end of it, and the move behind the long length touches the
+// rest once.
+TEST(LargeFrame, AnItemOf4GiBOrMoreTravelsBehindALongLength) {
+    if (!has_room_for_huge_values()) GTEST_SKIP() << "needs 12 GiB of free memory";
+    const std::uint64_t length = (std::uint64_t{1} << 32) + 5;
+    FrameWriter writer(FrameKind::result, 0);
+    writer.begin_item();
+    auto& buffer = writer.buffer();
+    const std::size_t start = buffer.size();
+    buffer.resize(start + length);
+    buffer.data()[start] = std::byte{0x5a};
+    buffer.data()[start + length - 1] = std::byte{0xa5};
+    writer.end_item();
+    const Frame frame = writer.finish();
+    ASSERT_NE(frame.file, nullptr);
+    EXPECT_EQ(frame.header().payload_bytes, 12 + length);
+    mproc::detail::ItemReader items(frame.payload());
+    const auto item = items.next();
+    ASSERT_EQ(item.size(), length);
+    EXPECT_EQ(item.front(), std::byte{0x5a});
+    EXPECT_EQ(item.back(), std::byte{0xa5});
+    EXPECT_TRUE(items.at_end());
 }
 
 // A frame header as a forger would write it: a payload that claims to be in a file.

@@ -591,7 +591,7 @@ TEST(ManagerServer, AClientThatClaimsAHugeFrameAndLeavesIsForgotten) {
         auto frame = request_frame(ManagerOp::dict_set, 1, 1, 1, std::string("k"), 1);
         FrameHeader header;
         std::memcpy(&header, frame.data(), sizeof header);
-        header.payload_bytes = max_payload_bytes;  // claims 1 GiB, sends a few bytes
+        header.payload_bytes = default_max_payload_bytes();  // claims all memory, sends a few
         std::memcpy(frame.data(), &header, sizeof header);
         raw.send(frame);
     }

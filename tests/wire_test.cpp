@@ -4,6 +4,7 @@
 // frame layer around the values checks its header and its item lengths the same way.
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <array>
@@ -32,6 +33,7 @@
 #include "mproc/detail/frame.hpp"
 #include "mproc/detail/wire_archive.hpp"
 #include "mproc/errors.hpp"
+#include "mproc/resources.hpp"
 #include "mproc/shared_memory.hpp"
 #include "pool/chunk.hpp"
 
@@ -576,10 +578,23 @@ TEST(Frame, CheckHeaderRejectsMoreDescriptorsThanOneMessageCarries) {
 
 TEST(Frame, CheckHeaderRejectsAPayloadOverTheLimit) {
     FrameHeader header = valid_header();
-    header.payload_bytes = mproc::detail::max_payload_bytes + 1;
+    header.payload_bytes = mproc::detail::default_max_payload_bytes() + 1;
+    EXPECT_THROW(check_header(header), SerializationError);
+    header.payload_bytes = std::uint64_t{1} << 62;
     EXPECT_THROW(check_header(header), SerializationError);
     header.payload_bytes = std::numeric_limits<std::uint64_t>::max();
     EXPECT_THROW(check_header(header), SerializationError);
+}
+
+TEST(Frame, TheDefaultLimitIsTheMachinesMemory) {
+    EXPECT_EQ(mproc::detail::default_max_payload_bytes(), mproc::memory().total);
+}
+
+TEST(Frame, CheckHeaderTakesTheLimitItIsGiven) {
+    FrameHeader header = valid_header();
+    header.payload_bytes = std::uint64_t{1} << 20;
+    EXPECT_NO_THROW(check_header(header, header.payload_bytes));
+    EXPECT_THROW(check_header(header, header.payload_bytes - 1), SerializationError);
 }
 
 TEST(Frame, CheckHeaderRejectsMoreItemsThanThePayloadCanHold) {
@@ -649,6 +664,105 @@ TEST(Frame, ItemReaderRejectsATruncatedLengthPrefix) {
     const Bytes payload{std::byte{1}, std::byte{0}, std::byte{0}};
     ItemReader reader(payload);
     EXPECT_THROW(reader.next(), SerializationError);
+}
+
+TEST(Frame, AnItemUnder4GiBKeepsItsFourByteLength) {
+    FrameWriter writer(FrameKind::task, 0);
+    writer.begin_item();
+    encode(writer.buffer(), std::uint8_t{7});
+    writer.end_item();
+    const Frame frame = writer.finish();
+    EXPECT_EQ(frame.payload().size(), sizeof(mproc::detail::ItemLength) + 1);
+    EXPECT_EQ(mproc::detail::item_prefix_bytes(mproc::detail::long_item - 1), 4U);
+    EXPECT_EQ(mproc::detail::item_prefix_bytes(mproc::detail::long_item), 12U);
+}
+
+// A payload of one item of `length` bytes behind the long prefix, in pages that are reserved
+// but never touched: 4 GiB of it costs no memory.
+class SparsePayload {
+  public:
+    explicit SparsePayload(std::uint64_t length) : bytes_(12 + length) {
+        void* at = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (at == MAP_FAILED) throw std::runtime_error("mmap of a sparse payload failed");
+        data_ = static_cast<std::byte*>(at);
+        std::memcpy(data_, &mproc::detail::long_item, 4);
+        std::memcpy(data_ + 4, &length, 8);
+    }
+    ~SparsePayload() { ::munmap(data_, bytes_); }
+    SparsePayload(const SparsePayload&) = delete;
+    SparsePayload& operator=(const SparsePayload&) = delete;
+    std::span<const std::byte> bytes() const { return {data_, bytes_}; }
+
+  private:
+    std::size_t bytes_;
+    std::byte* data_;
+};
+
+TEST(Frame, ItemReaderReadsTheLongLengthOfAnItemOf4GiBOrMore) {
+    const std::uint64_t length = (std::uint64_t{1} << 32) + 3;
+    const SparsePayload payload(length);
+    ItemReader reader(payload.bytes());
+    const auto item = reader.next();
+    EXPECT_EQ(item.size(), length);
+    EXPECT_EQ(item.data(), payload.bytes().data() + 12);
+    EXPECT_TRUE(reader.at_end());
+}
+
+TEST(Frame, ItemReaderRefusesALongLengthThatRunsPastTheEnd) {
+    const Bytes payload = encoded(mproc::detail::long_item, std::uint64_t{1} << 62, 1, 2, 3);
+    ItemReader reader(payload);
+    EXPECT_THROW(reader.next(), SerializationError);
+}
+
+TEST(Frame, ItemReaderRefusesAFrameThatEndsInsideALongLength) {
+    Bytes payload = encoded(mproc::detail::long_item, std::uint64_t{1} << 32);
+    payload.resize(payload.size() - 1);
+    ItemReader reader(payload);
+    EXPECT_THROW(reader.next(), SerializationError);
+}
+
+TEST(Frame, ItemReaderRefusesTheLongPrefixOnAShortItem) {
+    const Bytes payload = encoded(mproc::detail::long_item, std::uint64_t{4}, 1);
+    ItemReader reader(payload);
+    EXPECT_THROW(reader.next(), SerializationError);
+}
+
+TEST(Frame, FrameWriterRefusesAnItemOverItsLimitAndKeepsTheOthers) {
+    constexpr std::uint64_t limit = 100'000;
+    FrameWriter writer(FrameKind::result, 0, 0, 0, limit);
+    writer.begin_item();
+    encode(writer.buffer(), 1);
+    writer.end_item();
+    writer.begin_item();
+    encode(writer.buffer(), std::string(limit, 'x'));
+    try {
+        writer.end_item();
+        ADD_FAILURE() << "an item over the limit was taken";
+    } catch (const SerializationError& error) {
+        const std::string message = error.what();
+        EXPECT_NE(message.find(std::to_string(limit) + " bytes"), std::string::npos) << message;
+        EXPECT_NE(message.find("PoolOptions::max_value_bytes"), std::string::npos) << message;
+    }
+    writer.begin_item();
+    encode(writer.buffer(), 2);
+    writer.end_item();
+    const Frame frame = writer.finish();
+    EXPECT_EQ(frame.header().item_count, 2U);
+    ItemReader reader(frame.payload());
+    int first = 0;
+    int second = 0;
+    decode(reader.next(), first);
+    decode(reader.next(), second);
+    EXPECT_EQ(first + second, 3);
+    EXPECT_TRUE(reader.at_end());
+}
+
+TEST(Frame, AValueThatClaims2To62BytesIsRefusedBeforeAllocating) {
+    const Bytes bytes = encoded(std::uint64_t{1} << 62, std::uint64_t{0});
+    EXPECT_FALSE(decodes_as<std::string>(bytes));
+    EXPECT_FALSE(decodes_as<std::vector<char>>(bytes));
+    EXPECT_FALSE(decodes_as<std::vector<std::uint64_t>>(bytes));
 }
 
 TEST(Frame, EveryTruncationOfAPayloadFailsWithSerializationError) {

@@ -24,6 +24,7 @@
 #include <array>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <iterator>
 #include <memory>
@@ -70,6 +71,13 @@ struct PoolOptions {
     // other workers, and nothing fails. For a library that leaks or fragments memory, as
     // maxtasksperchild, but by what the worker holds rather than by how many tasks it ran.
     std::size_t max_memory_per_child = 0;
+    // The largest frame between the pool and a worker, in bytes: a task's arguments (a chunk's,
+    // for a map) or a result. 0 means the machine's memory (mproc::memory().total). A call whose
+    // arguments are over it throws SerializationError; a task whose result is over it fails
+    // with that error (a RemoteError of type mproc::SerializationError). Each end checks a
+    // frame's size against it before it maps or allocates anything for the frame. Under 1 MiB it
+    // is refused with StateError, so that errors and batches of small tasks still fit.
+    std::uint64_t max_value_bytes = 0;
 };
 
 namespace detail {

@@ -368,7 +368,8 @@ ManagerReply ManagerCall::send() {
     if (status_item.empty()) throw SerializationError("mproc: a manager reply without a status");
     const auto status = static_cast<ReplyStatus>(status_item[0]);
     if (status != ReplyStatus::ok) throw_reply_error(status, status_item);
-    return ManagerReply(payload.subspan(sizeof(ItemLength) + status_item.size()));
+    return ManagerReply(
+        payload.subspan(item_prefix_bytes(status_item.size()) + status_item.size()));
 }
 
 }  // namespace mproc::detail

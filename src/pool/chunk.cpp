@@ -1,5 +1,7 @@
 #include "pool/chunk.hpp"
 
+#include <cstdint>
+#include <limits>
 #include <span>
 
 namespace mproc::detail {
@@ -10,6 +12,10 @@ void Chunk::fail(std::exception_ptr error) const {
 
 namespace {
 
+// A part of a chunk is no larger than the chunk, which PoolCore::submit checked against the
+// pool's limit: no other limit applies (the process's default may be lower than the pool's).
+constexpr std::uint64_t checked_by_submit = std::numeric_limits<std::uint64_t>::max();
+
 // A task_block frame of a block chunk's tasks [begin, end) (the pool made the block: it holds
 // one record per task), its records behind `prefix`, its header with `flags`.
 Frame block_of(const Chunk& chunk, std::uint32_t begin, std::uint32_t end,
@@ -17,7 +23,7 @@ Frame block_of(const Chunk& chunk, std::uint32_t begin, std::uint32_t end,
     const FrameHeader header = chunk.frame->header();
     const auto payload = chunk.frame->payload();
     const std::size_t record = payload.size() / header.item_count;
-    FrameWriter writer(FrameKind::task_block, 0, header.entry, header.function);
+    FrameWriter writer(FrameKind::task_block, 0, header.entry, header.function, checked_by_submit);
     writer.buffer().append(prefix.data(), prefix.size());
     writer.buffer().append(payload.data() + (chunk.taken + begin) * record, (end - begin) * record);
     return finish_block(writer, FrameKind::task_block, end - begin, flags);
@@ -34,7 +40,7 @@ Chunk slice(const Chunk& chunk, std::uint32_t begin, std::uint32_t end) {
         part.frame = std::make_shared<Frame>(block_of(chunk, begin, end));
         return part;
     }
-    FrameWriter writer(FrameKind::task, 0, header.entry, header.function);
+    FrameWriter writer(FrameKind::task, 0, header.entry, header.function, checked_by_submit);
     ItemReader items(chunk.frame->payload());
     for (std::uint32_t task = 0; task < chunk.taken + end; ++task) {
         const auto item = items.next();

@@ -142,6 +142,7 @@ struct PoolCore::Impl {
     unsigned retries;
     std::uint64_t memory_limit;
     std::optional<BoundCall> initializer;
+    std::uint64_t max_value_bytes;  // PoolOptions::max_value_bytes, resolved
     std::shared_ptr<SharedRegion> status_memory;
     std::optional<WorkerLauncher> launcher;
     UniqueFd wake;
@@ -256,6 +257,7 @@ PoolCore::Impl::Impl(const PoolOptions& options)
       retries(options.retries),
       memory_limit(options.max_memory_per_child),
       initializer(options.initializer),
+      max_value_bytes(resolve_max_payload_bytes(options.max_value_bytes)),
       workers(processes),
       launching(processes, false) {
     require_served_role_taken();
@@ -270,6 +272,7 @@ PoolCore::Impl::Impl(const PoolOptions& options)
         new (&status(slot)) WorkerStatus();
         if (task_timeout) status(slot).timed.store(1, std::memory_order_relaxed);
         status(slot).memory_limit.store(memory_limit, std::memory_order_relaxed);
+        status(slot).max_value_bytes = max_value_bytes;
     }
     oom_kills = oom_kill_count();
     wake = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -786,7 +789,7 @@ void PoolCore::Impl::handle_started(WorkerLauncher::Event& event) {
     worker.slot = event.slot;
     worker.pid = event.pid;
     worker.pidfd = open_pidfd(event.pid);
-    worker.link = std::make_unique<SocketLink>(std::move(event.socket));
+    worker.link = std::make_unique<SocketLink>(std::move(event.socket), max_value_bytes);
     if (shutting_down || broken) maybe_retire(worker);
 }
 
@@ -1206,6 +1209,7 @@ std::size_t PoolCore::processes() const noexcept {
 
 void PoolCore::submit(const std::shared_ptr<Job>& job, std::span<Frame> frames,
                       std::size_t first_task, bool batch, bool from_lazy_input) {
+    for (const auto& frame : frames) check_frame_size(frame, impl_->max_value_bytes);
     bool large = false;
     for (const auto& frame : frames) large |= lend_payload_file(frame);
     bool wake = false;

@@ -119,7 +119,7 @@ bool SocketLink::take_frame(std::optional<Frame>& out) {
     if (buffered() < sizeof(FrameHeader)) return false;
     FrameHeader header;
     std::memcpy(&header, buffer_.data() + start_, sizeof header);
-    check_header(header);
+    check_header(header, max_payload_bytes_);
     const std::size_t whole = stream_bytes(header);
     if (buffered() < whole) return false;
     if (arrived_fds_.size() - next_fd_ < header.fd_count) {

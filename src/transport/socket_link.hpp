@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 
 #include "transport/link.hpp"
@@ -12,7 +13,14 @@ namespace mproc::detail {
 // Reads go through a buffer, except that the bytes of a large frame go straight into it.
 class SocketLink final : public Link {
   public:
-    explicit SocketLink(UniqueFd socket) noexcept : socket_(std::move(socket)) {}
+    // max_payload_bytes: the largest frame it takes; a header that claims more is refused
+    // (SerializationError) before anything is mapped or allocated for it.
+    explicit SocketLink(UniqueFd socket,
+                        std::uint64_t max_payload_bytes = default_max_payload_bytes()) noexcept
+        : socket_(std::move(socket)), max_payload_bytes_(max_payload_bytes) {}
+
+    // The limit of a link whose first frames (a bootstrap) came under another.
+    void set_max_payload_bytes(std::uint64_t bytes) noexcept { max_payload_bytes_ = bytes; }
 
     void post(std::shared_ptr<const Frame> frame) override;
     bool flush() override;
@@ -35,6 +43,7 @@ class SocketLink final : public Link {
     std::size_t buffered() const noexcept { return end_ - start_; }
 
     UniqueFd socket_;
+    std::uint64_t max_payload_bytes_;
     std::deque<std::shared_ptr<const Frame>> unsent_;
     std::size_t sent_of_front_ = 0;
     std::vector<std::byte> buffer_;

@@ -1,12 +1,48 @@
 #include "mproc/detail/frame.hpp"
 
+#include <algorithm>
 #include <string>
 
 #include "mproc/errors.hpp"
+#include "mproc/resources.hpp"
 
 namespace mproc::detail {
 
-void check_header(const FrameHeader& header) {
+std::uint64_t default_max_payload_bytes() noexcept {
+    static const std::uint64_t bytes = [] {
+        try {
+            return memory().total;
+        } catch (...) {
+            // The machine's memory cannot be read (no /proc, no sysinfo): 1 GiB fits anywhere
+            // mproc runs.
+            return std::uint64_t{1} << 30;
+        }
+    }();
+    return bytes;
+}
+
+void refuse_frame_size(std::uint64_t value_bytes, std::uint64_t payload_bytes,
+                       std::uint64_t max_payload_bytes) {
+    throw SerializationError(
+        "mproc: a frame of " + std::to_string(payload_bytes) +
+        " bytes (its largest value: " + std::to_string(value_bytes) +
+        " bytes) is over the limit of " + std::to_string(max_payload_bytes) +
+        " bytes; a Pool takes a larger limit in PoolOptions::max_value_bytes (by default the "
+        "machine's memory), and a map's chunk shrinks with a smaller chunksize");
+}
+
+std::uint64_t resolve_max_payload_bytes(std::uint64_t configured) {
+    if (configured == 0) return default_max_payload_bytes();
+    if (configured < min_max_payload_bytes) {
+        throw StateError("mproc: max_value_bytes is " + std::to_string(configured) +
+                         "; it must be 0 (the machine's memory) or at least " +
+                         std::to_string(min_max_payload_bytes) +
+                         " (1 MiB), so that errors and batches of small tasks still fit");
+    }
+    return configured;
+}
+
+void check_header(const FrameHeader& header, std::uint64_t max_payload_bytes) {
     if (header.magic != frame_magic) {
         throw SerializationError("mproc: a frame does not start with mproc's magic number");
     }
@@ -54,6 +90,20 @@ void Frame::append_fds(std::vector<int>& out) const {
     if (file) out.push_back(file->fd().get());
 }
 
+void check_frame_size(const Frame& frame, std::uint64_t max_payload_bytes) {
+    const std::uint64_t payload = frame.header().payload_bytes;
+    if (payload <= max_payload_bytes) return;
+    // The value to name is the largest of the chunk, when its tasks are items.
+    std::uint64_t largest = payload;
+    if (frame.kind() == FrameKind::task) {
+        largest = 0;
+        for (ItemReader items(frame.payload()); !items.at_end();) {
+            largest = std::max<std::uint64_t>(largest, items.next().size());
+        }
+    }
+    refuse_frame_size(largest, payload, max_payload_bytes);
+}
+
 Frame copy_frame(const Frame& frame) {
     Frame copy;
     copy.bytes = frame.bytes;
@@ -78,7 +128,8 @@ void adopt_payload_file(Frame& frame) {
 }
 
 FrameWriter::FrameWriter(FrameKind kind, std::uint64_t sequence, std::uint64_t entry,
-                         std::uint64_t function) {
+                         std::uint64_t function, std::uint64_t max_payload_bytes)
+    : max_payload_bytes_(max_payload_bytes) {
     FrameHeader header{};
     header.magic = frame_magic;
     header.version = frame_version;
@@ -89,11 +140,15 @@ FrameWriter::FrameWriter(FrameKind kind, std::uint64_t sequence, std::uint64_t e
     buffer_.append(&header, sizeof header);
 }
 
-void FrameWriter::refuse_item(std::size_t length) {
-    abandon_item();
-    throw SerializationError("mproc: a value of " + std::to_string(length) +
-                             " bytes makes a frame larger than the limit of " +
-                             std::to_string(max_payload_bytes) + " bytes");
+void FrameWriter::end_long_item(std::size_t length) {
+    const std::uint64_t payload =
+        buffer_.size() - sizeof(FrameHeader) + item_prefix_bytes(length) - sizeof(ItemLength);
+    if (payload > max_payload_bytes_) {
+        abandon_item();
+        refuse_frame_size(length, payload, max_payload_bytes_);
+    }
+    write_item_prefix(buffer_, item_start_);
+    ++items_;
 }
 
 void FrameWriter::add_fds(std::vector<UniqueFd> fds) {
@@ -107,9 +162,14 @@ void FrameWriter::refuse_fds(std::size_t limit) {
 }
 
 Frame FrameWriter::finish() {
+    if (items_ > max_frame_items) {
+        throw SerializationError("mproc: a frame would hold " + std::to_string(items_) +
+                                 " items, more than its header counts (" +
+                                 std::to_string(max_frame_items) + "); use a smaller chunksize");
+    }
     FrameHeader header;
     std::memcpy(&header, buffer_.data(), sizeof header);
-    header.item_count = items_;
+    header.item_count = static_cast<std::uint32_t>(items_);
     header.payload_bytes = buffer_.size() - sizeof header;
     header.flags = buffer_.in_file() ? payload_in_file : 0;
     // A large frame's file rides beside the handles' descriptors.
@@ -129,7 +189,20 @@ Frame FrameWriter::finish() {
     return frame;
 }
 
-void ItemReader::refuse(const char* what, std::size_t length) {
+std::uint64_t ItemReader::long_length() {
+    std::uint64_t length = 0;
+    if (rest_.size() < sizeof length) refuse("a frame ends inside an item's length", 0);
+    std::memcpy(&length, rest_.data(), sizeof length);
+    rest_ = rest_.subspan(sizeof length);
+    // The long prefix is for long items only: a shorter one is not what a writer makes.
+    if (length < long_item) {
+        throw SerializationError("mproc: an item of " + std::to_string(length) +
+                                 " bytes has the 64-bit length prefix of an item of 4 GiB or more");
+    }
+    return length;
+}
+
+void ItemReader::refuse(const char* what, std::uint64_t length) {
     if (length == 0) throw SerializationError(std::string("mproc: ") + what);
     throw SerializationError("mproc: an item of " + std::to_string(length) + " bytes " + what);
 }

@@ -133,9 +133,10 @@ class Launcher {
                 pool_process_.reset();
                 pool_end.reset();
                 set_process_title("mproc-worker");
-                run_worker(std::make_unique<SocketLink>(std::move(worker_end)), status,
-                           *claim_board_in(status_region_->data(), status_region_->size()),
-                           initializer_);
+                run_worker(
+                    std::make_unique<SocketLink>(std::move(worker_end), status.max_value_bytes),
+                    status, *claim_board_in(status_region_->data(), status_region_->size()),
+                    initializer_);
             });
         }
         return pid;

@@ -7,7 +7,9 @@
 namespace mproc::detail {
 
 ResultWriter::ResultWriter(std::uint64_t sequence, WorkerStatus* status, ClaimBoard* board) noexcept
-    : writer_(FrameKind::result, sequence),
+    : writer_(FrameKind::result, sequence, 0, 0,
+              status != nullptr && status->max_value_bytes != 0 ? status->max_value_bytes
+                                                                : default_max_payload_bytes()),
       sequence_(sequence),
       status_(status),
       board_(board),

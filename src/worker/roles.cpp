@@ -59,6 +59,7 @@ Frame next_frame(Link& link) {
     }
     set_process_title("mproc-worker");
     auto* status = reinterpret_cast<WorkerStatus*>(statuses->data()) + slot;
+    link->set_max_payload_bytes(status->max_value_bytes);  // its pool's, not this process's
     run_worker(std::move(link), *status, *claim_board_in(statuses->data(), statuses->size()),
                initializer ? &*initializer : nullptr);
 }

@@ -14,7 +14,9 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <limits>
 #include <span>
+#include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -188,24 +190,23 @@ inline const std::uint64_t block_entry_address = register_entry(&run_block_chunk
 template <class F, class ArgTuple>
 class BlockTaskEncoder {
   public:
-    // Makes room for `tasks` calls.
+    // Makes room for `tasks` calls. The frame has no limit of its own on its bytes (see
+    // TaskEncoder); on its tasks, SerializationError past max_frame_items.
     explicit BlockTaskEncoder(F f, std::size_t tasks = 0)
-        : writer_(FrameKind::task_block, 0, block_entry_address<F, ArgTuple>, callable_to_wire(f)) {
+        : writer_(FrameKind::task_block, 0, block_entry_address<F, ArgTuple>, callable_to_wire(f),
+                  std::numeric_limits<std::uint64_t>::max()) {
+        if (tasks > max_frame_items) refuse_tasks();
         writer_.buffer().resize(sizeof(FrameHeader) + tasks * record);
     }
 
     // Adds a call with the arguments of a tuple-like `args`. Throws SerializationError when the
-    // frame would grow past max_payload_bytes.
+    // frame would hold more than max_frame_items tasks.
     template <class Tuple>
     void add(const Tuple& args) {
         auto& bytes = writer_.buffer();
         const std::size_t end = sizeof(FrameHeader) + (tasks_ + 1) * record;
         if (end > bytes.size()) {
-            if (end - sizeof(FrameHeader) > max_payload_bytes) {
-                throw SerializationError(
-                    "mproc: a chunk of tasks would be larger than the limit "
-                    "of a frame; use a smaller chunksize");
-            }
+            if (tasks_ == max_frame_items) refuse_tasks();
             bytes.resize(end);
         }
         write_record<ArgTuple>(bytes.data() + end - record, args);
@@ -219,6 +220,12 @@ class BlockTaskEncoder {
 
   private:
     static constexpr std::size_t record = args_bytes<ArgTuple>;
+
+    [[noreturn]] static void refuse_tasks() {
+        throw SerializationError("mproc: a chunk would hold more than " +
+                                 std::to_string(max_frame_items) +
+                                 " tasks, more than a frame can count; use a smaller chunksize");
+    }
 
     FrameWriter writer_;
     std::size_t tasks_ = 0;

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <span>
 #include <vector>
@@ -53,7 +54,7 @@ struct FrameHeader {
 static_assert(sizeof(FrameHeader) == 48);
 
 inline constexpr std::uint32_t frame_magic = 0x4350524d;  // "MRPC" read as little-endian
-inline constexpr std::uint16_t frame_version = 2;
+inline constexpr std::uint16_t frame_version = 3;
 
 enum FrameFlags : std::uint16_t {
     // The payload is not in the stream: the frame's last descriptor is a PayloadFile that
@@ -70,14 +71,60 @@ enum FrameFlags : std::uint16_t {
 };
 // The kernel passes at most 253 descriptors in one message (SCM_MAX_FD).
 inline constexpr std::uint32_t max_frame_fds = 253;
-// No frame is larger; a header that says more is rejected before anything is allocated.
-inline constexpr std::uint64_t max_payload_bytes = std::uint64_t{1} << 30;
-// An item's length prefix.
+// The largest payload a frame may have unless its user sets another limit (a Pool's
+// PoolOptions::max_value_bytes): the machine's memory (mproc::memory().total), read once. A
+// header that claims more is refused before anything is mapped or allocated.
+std::uint64_t default_max_payload_bytes() noexcept;
+// A frame holds at most this many items (tasks or results): its header counts them in 32 bits.
+inline constexpr std::uint64_t max_frame_items = std::numeric_limits<std::uint32_t>::max();
+
+// An item's length prefix: 4 bytes, or, for an item of long_item bytes or more, long_item
+// followed by the length as a std::uint64_t. Tiny tasks keep their 4 bytes, and no item is too
+// long to say how long it is.
 using ItemLength = std::uint32_t;
+inline constexpr ItemLength long_item = std::numeric_limits<std::uint32_t>::max();
+// The prefix before an item of `length` bytes.
+inline constexpr std::size_t item_prefix_bytes(std::uint64_t length) noexcept {
+    return sizeof(ItemLength) + (length >= long_item ? sizeof(std::uint64_t) : 0);
+}
+
+// Writes the prefix of the item that starts at `item_start` in `out` (a FrameBuffer or a byte
+// vector), whose bytes follow a placeholder of sizeof(ItemLength) bytes. A long item's bytes
+// move up to make room for its 64-bit length: a copy, but only of an item of 4 GiB or more,
+// next to which its encoding already cost as much.
+template <class Buffer>
+void write_item_prefix(Buffer& out, std::size_t item_start) {
+    const std::uint64_t length = out.size() - item_start - sizeof(ItemLength);
+    if (length < long_item) {
+        const auto prefix = static_cast<ItemLength>(length);
+        std::memcpy(out.data() + item_start, &prefix, sizeof prefix);
+        return;
+    }
+    out.resize(out.size() + sizeof length);
+    std::byte* item = out.data() + item_start;
+    std::memmove(item + item_prefix_bytes(length), item + sizeof(ItemLength), length);
+    std::memcpy(item, &long_item, sizeof long_item);
+    std::memcpy(item + sizeof long_item, &length, sizeof length);
+}
+
+// Throws SerializationError when a frame of payload_bytes (whose largest value, or chunk of
+// tasks, is value_bytes) is over max_payload_bytes: the sender's refusal, which names the
+// sizes, the limit and the option that raises it.
+[[noreturn]] void refuse_frame_size(std::uint64_t value_bytes, std::uint64_t payload_bytes,
+                                    std::uint64_t max_payload_bytes);
+
+// The smallest limit a frame's user may set, so that the frames a pool makes of small values
+// still fit: an error and its traceback, a batch of max_default_chunk tasks of numbers.
+inline constexpr std::uint64_t min_max_payload_bytes = std::uint64_t{1} << 20;
+// A limit as its user configures it: 0 is default_max_payload_bytes(). StateError for one under
+// min_max_payload_bytes.
+std::uint64_t resolve_max_payload_bytes(std::uint64_t configured);
 
 // Throws SerializationError unless the header is one this build can read: the right magic and
-// version, a known kind, known flags, and counts and lengths within the limits above.
-void check_header(const FrameHeader& header);
+// version, a known kind, known flags, and counts within the limits above and a payload of at
+// most max_payload_bytes.
+void check_header(const FrameHeader& header,
+                  std::uint64_t max_payload_bytes = default_max_payload_bytes());
 
 // The bytes of the frame that travel in the stream: the header, and the payload unless the
 // payload travels in a file.
@@ -108,6 +155,10 @@ struct Frame {
     void append_fds(std::vector<int>& out) const;
 };
 
+// The sender's check of a frame built without a limit: refuse_frame_size unless its payload is
+// at most max_payload_bytes.
+void check_frame_size(const Frame& frame, std::uint64_t max_payload_bytes);
+
 // A frame with the same bytes and duplicates of its descriptors; the file, which nobody
 // writes while a frame holds it, is shared.
 Frame copy_frame(const Frame& frame);
@@ -122,8 +173,10 @@ void adopt_payload_file(Frame& frame);
 // A writer makes a single frame: after finish() it is spent.
 class FrameWriter {
   public:
+    // max_payload_bytes: the largest payload end_item lets the frame reach.
     FrameWriter(FrameKind kind, std::uint64_t sequence, std::uint64_t entry = 0,
-                std::uint64_t function = 0);
+                std::uint64_t function = 0,
+                std::uint64_t max_payload_bytes = default_max_payload_bytes());
 
     // The buffer an item's encoder appends to, between begin_item() and end_item().
     FrameBuffer& buffer() noexcept { return buffer_; }
@@ -135,13 +188,13 @@ class FrameWriter {
         item_start_ = buffer_.size();
         buffer_.resize(item_start_ + sizeof(ItemLength));
     }
-    // Throws SerializationError, having dropped the item, when the item or the frame has grown
-    // past its limit.
+    // Throws SerializationError, having dropped the item, when the frame has grown past its
+    // limit.
     void end_item() {
         const std::size_t length = buffer_.size() - item_start_ - sizeof(ItemLength);
-        if (length > max_payload_bytes ||
-            buffer_.size() - sizeof(FrameHeader) > max_payload_bytes) {
-            refuse_item(length);
+        // The same two tests as before items could be long: a tiny task's length fits 4 bytes.
+        if (length >= long_item || buffer_.size() - sizeof(FrameHeader) > max_payload_bytes_) {
+            return end_long_item(length);
         }
         const auto prefix = static_cast<ItemLength>(length);
         std::memcpy(buffer_.data() + item_start_, &prefix, sizeof prefix);
@@ -152,17 +205,20 @@ class FrameWriter {
     std::size_t item_count() const noexcept { return items_; }
     // Descriptors that travel with the frame (see fd_passing.hpp).
     void add_fds(std::vector<UniqueFd> fds);
-    // Completes the header; the writer is empty afterwards.
+    // Completes the header; the writer is empty afterwards. Throws SerializationError when it
+    // holds more than max_frame_items items.
     Frame finish();
 
   private:
-    [[noreturn]] void refuse_item(std::size_t length);
+    // end_item for an item that needs the long prefix or is refused.
+    void end_long_item(std::size_t length);
     [[noreturn]] static void refuse_fds(std::size_t limit);
 
     FrameBuffer buffer_;
     std::vector<UniqueFd> fds_;
     std::size_t item_start_ = 0;
-    std::uint32_t items_ = 0;
+    std::size_t items_ = 0;
+    std::uint64_t max_payload_bytes_;
 };
 
 // Reads a frame's items in order. A length that runs past the payload is a SerializationError.
@@ -172,10 +228,11 @@ class ItemReader {
     bool at_end() const noexcept { return rest_.empty(); }
     // Inline: it runs once per task and per result.
     std::span<const std::byte> next() {
-        ItemLength length = 0;
-        if (rest_.size() < sizeof length) refuse("a frame ends inside an item's length", 0);
-        std::memcpy(&length, rest_.data(), sizeof length);
-        rest_ = rest_.subspan(sizeof length);
+        ItemLength short_length = 0;
+        if (rest_.size() < sizeof short_length) refuse("a frame ends inside an item's length", 0);
+        std::memcpy(&short_length, rest_.data(), sizeof short_length);
+        rest_ = rest_.subspan(sizeof short_length);
+        const std::uint64_t length = short_length == long_item ? long_length() : short_length;
         if (length > rest_.size()) refuse("runs past the end of its frame", length);
         auto item = rest_.first(length);
         rest_ = rest_.subspan(length);
@@ -183,8 +240,10 @@ class ItemReader {
     }
 
   private:
+    // The 64-bit length that follows long_item.
+    std::uint64_t long_length();
     // Throws SerializationError: what, about an item of length bytes when length is not 0.
-    [[noreturn]] static void refuse(const char* what, std::size_t length);
+    [[noreturn]] static void refuse(const char* what, std::uint64_t length);
 
     std::span<const std::byte> rest_;
 };

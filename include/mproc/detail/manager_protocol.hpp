@@ -180,14 +180,13 @@ class FrameAppender {
     }
     void end_item() {
         const std::size_t length = out_.size() - item_start_ - sizeof(ItemLength);
-        if (out_.size() - start_ - sizeof(FrameHeader) > max_payload_bytes) {
+        const std::uint64_t payload = out_.size() - start_ - sizeof(FrameHeader) +
+                                      item_prefix_bytes(length) - sizeof(ItemLength);
+        if (payload > default_max_payload_bytes()) {
             out_.resize(item_start_);
-            throw SerializationError("mproc: a value of " + std::to_string(length) +
-                                     " bytes makes a frame larger than the limit of " +
-                                     std::to_string(max_payload_bytes) + " bytes");
+            refuse_frame_size(length, payload, default_max_payload_bytes());
         }
-        const auto prefix = static_cast<ItemLength>(length);
-        std::memcpy(out_.data() + item_start_, &prefix, sizeof prefix);
+        write_item_prefix(out_, item_start_);
         ++items_;
     }
     std::vector<std::byte>& buffer() noexcept { return out_; }

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <limits>
 #include <span>
 #include <string>
 #include <tuple>
@@ -53,6 +54,8 @@ decltype(auto) as_wire(const T& value) {
 class ResultWriter {
   public:
     // status and board: the worker's, in the memory its pool watches; null outside a worker.
+    // A result that would take the frame past the pool's limit (status->max_value_bytes, else
+    // the default) is recorded as its task's SerializationError.
     ResultWriter(std::uint64_t sequence, WorkerStatus* status,
                  ClaimBoard* board = nullptr) noexcept;
 
@@ -344,9 +347,12 @@ inline constexpr std::size_t args_bytes<std::tuple<T...>> = record_field_bytes<s
 template <class F, class ArgTuple>
 class TaskEncoder {
   public:
-    // Makes room for `tasks` calls when the arguments' size is fixed.
+    // Makes room for `tasks` calls when the arguments' size is fixed. The frame has no limit
+    // of its own: the pool that sends it checks it against the pool's (PoolCore::submit), which
+    // may be above or below this process's default.
     explicit TaskEncoder(F f, std::size_t tasks = 0)
-        : writer_(FrameKind::task, 0, entry_address<F, ArgTuple>, callable_to_wire(f)) {
+        : writer_(FrameKind::task, 0, entry_address<F, ArgTuple>, callable_to_wire(f),
+                  std::numeric_limits<std::uint64_t>::max()) {
         if constexpr (fixed_size<ArgTuple>) {
             writer_.reserve(tasks * (sizeof(ItemLength) + args_bytes<ArgTuple>));
         }

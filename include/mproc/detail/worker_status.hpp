@@ -51,6 +51,9 @@ struct WorkerStatus {
     // being started: the Pool's constructor waits on it (a futex word), so that the start of
     // the workers is not paid for by the first map.
     std::atomic<std::uint32_t> serving{0};
+    // The pool's limit on a frame (PoolOptions::max_value_bytes, resolved), set before the
+    // worker starts: a spawned worker learns it here, since its own default may differ.
+    std::uint64_t max_value_bytes = 0;
     // Set by the pool from max_memory_per_child (0: off): a worker whose resident memory is over
     // it after a chunk retires before its next one.
     std::atomic<std::uint64_t> memory_limit{0};
