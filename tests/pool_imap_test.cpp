@@ -327,7 +327,9 @@ TEST_P(PoolImapTest, PoolDestroyedWhileAnImapIsOpenLeavesItsRangeSafeToRead) {
                   }
                   if (refused == 0) return "no element failed after the pool was destroyed";
                   int unordered_values = 0;
-                  for (auto u = unordered.begin(); unordered_values < 2000; ++u) {
+                  // Past its window, every element throws.
+                  const int bound = static_cast<int>(default_window(2, 1, true)) + 2000;
+                  for (auto u = unordered.begin(); unordered_values < bound; ++u) {
                       try {
                           [[maybe_unused]] const long value = *u;
                           ++unordered_values;
@@ -335,7 +337,7 @@ TEST_P(PoolImapTest, PoolDestroyedWhileAnImapIsOpenLeavesItsRangeSafeToRead) {
                           break;
                       }
                   }
-                  if (unordered_values == 2000) return "the unordered range read on for ever";
+                  if (unordered_values == bound) return "the unordered range read on for ever";
                   return "";
               }),
               "");
@@ -359,14 +361,16 @@ TEST_P(PoolImapTest, ImapDestroyedWithTasksRunningLetsThePoolEndWithoutItsInput)
 struct InputBroke : std::runtime_error {
     InputBroke() : std::runtime_error("the input broke") {}
 };
-long breaks_at_2000(long x) {
-    if (x == 2000) throw InputBroke();
+// Past the first window (read by imap itself), so that a step of the range reads it.
+constexpr long breaking_input = 20000;
+long breaks_at_20000(long x) {
+    if (x == breaking_input) throw InputBroke();
     return x;
 }
 
 TEST_P(PoolImapTest, InputThatThrowsThrowsFromTheStepThatReadItAndEndsTheRange) {
     mproc::Pool pool(options(2));
-    auto results = pool.imap(twice, std::views::iota(0L) | std::views::transform(breaks_at_2000));
+    auto results = pool.imap(twice, std::views::iota(0L) | std::views::transform(breaks_at_20000));
     std::vector<long> values;
     int broke = 0;
     for (auto it = results.begin();;) {
@@ -380,7 +384,7 @@ TEST_P(PoolImapTest, InputThatThrowsThrowsFromTheStepThatReadItAndEndsTheRange) 
     }
     EXPECT_EQ(broke, 1);
     std::vector<long> expected;
-    for (long x = 0; x < 2000; ++x) expected.push_back(2 * x);
+    for (long x = 0; x < breaking_input; ++x) expected.push_back(2 * x);
     EXPECT_EQ(values, expected);
 }
 

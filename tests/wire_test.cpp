@@ -564,7 +564,7 @@ TEST(Frame, CheckHeaderRejectsAnUnknownKind) {
     FrameHeader header = valid_header();
     header.kind = 0;
     EXPECT_THROW(check_header(header), SerializationError);
-    header.kind = static_cast<std::uint16_t>(FrameKind::result_block) + 1;
+    header.kind = static_cast<std::uint16_t>(FrameKind::retiring) + 1;
     EXPECT_THROW(check_header(header), SerializationError);
 }
 

@@ -234,8 +234,12 @@ std::uint64_t ManagerChannel::open(const ManagerEndpoint& endpoint) {
 }
 
 void ManagerChannel::receive_at_least(std::size_t bytes) {
-    if (in_.size() < bytes) in_.resize(std::max(bytes, read_block));
     while (in_end_ < bytes) {
+        // The buffer grows with what arrives (doubling), never at once to what a header
+        // claims: a corrupt length costs no more memory than the bytes that really came.
+        if (in_end_ == in_.size()) {
+            in_.resize(std::max(read_block, std::min(bytes, 2 * in_.size())));
+        }
         ssize_t got = 0;
         try {
             // A response's descriptors (a dict's memory) come with its first bytes.

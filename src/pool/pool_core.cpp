@@ -379,8 +379,9 @@ void PoolCore::Impl::run() {
         if (std::exchange(cancel_scan, false)) drop_cancelled();
         dispatch();
         if (launcher->gone()) {
-            // Nothing can run any more; the loop stays to fail what is submitted until close.
-            if (state == State::closed) return;
+            // Nothing can run any more; the loop stays to fail what is submitted until close,
+            // and after it while an imap range may still submit.
+            if (state == State::closed && !awaits_lazy_input()) return;
         } else {
             maybe_shut_down(state);
         }
