@@ -28,8 +28,8 @@ inline std::size_t open_descriptor_count() {
     return count;
 }
 
-// The pids of this process's children, zombies included.
-inline std::vector<pid_t> child_pids() {
+// The pids of the children of `parent` (this process by default), zombies included.
+inline std::vector<pid_t> child_pids(pid_t parent = ::getpid()) {
     std::vector<pid_t> children;
     DIR* dir = ::opendir("/proc");
     if (dir == nullptr) return children;
@@ -42,9 +42,9 @@ inline std::vector<pid_t> child_pids() {
         // pid (comm) state ppid ...: comm may hold spaces, so parse after the last ')'.
         std::istringstream rest(line.substr(line.rfind(')') + 2));
         char state;
-        pid_t parent;
-        rest >> state >> parent;
-        if (parent == ::getpid()) children.push_back(static_cast<pid_t>(std::stoi(name)));
+        pid_t ppid;
+        rest >> state >> ppid;
+        if (ppid == parent) children.push_back(static_cast<pid_t>(std::stoi(name)));
     }
     ::closedir(dir);
     return children;

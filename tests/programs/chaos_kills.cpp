@@ -7,7 +7,6 @@
 //
 // Usage: chaos_kills [TASKS]   (default 100000)
 
-#include <dirent.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -15,16 +14,15 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <functional>
 #include <random>
 #include <ranges>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "mproc/mproc.hpp"
+#include "process_helpers.hpp"
 
 namespace {
 
@@ -41,27 +39,6 @@ long task(long x) {
     return 3 * x + 1;
 }
 
-// The pids of the children of `parent`.
-std::vector<pid_t> children_of(pid_t parent) {
-    std::vector<pid_t> children;
-    DIR* dir = ::opendir("/proc");
-    if (dir == nullptr) return children;
-    while (dirent* entry = ::readdir(dir)) {
-        const std::string name = entry->d_name;
-        if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-        std::ifstream stat("/proc/" + name + "/stat");
-        std::string line;
-        if (!std::getline(stat, line)) continue;
-        std::istringstream rest(line.substr(line.rfind(')') + 2));
-        char state;
-        pid_t ppid;
-        rest >> state >> ppid;
-        if (ppid == parent && state != 'Z') children.push_back(std::stoi(name));
-    }
-    ::closedir(dir);
-    return children;
-}
-
 // SIGKILLs a random worker of the pool every ~50 ms while it lives.
 class Killer {
   public:
@@ -70,7 +47,7 @@ class Killer {
               std::mt19937 random(12345);
               while (!stop_.load()) {
                   std::this_thread::sleep_for(50ms);
-                  const auto workers = children_of(launcher);
+                  const auto workers = mproc::testing::child_pids(launcher);
                   if (workers.empty()) continue;
                   ::kill(workers[random() % workers.size()], SIGKILL);
                   kills_.fetch_add(1);
@@ -164,7 +141,7 @@ int main(int argc, char** argv) {
     mproc::SharedArray<int> counts(static_cast<std::size_t>(tasks));
     runs = &counts;
     mproc::Pool pool(mproc::PoolOptions{.processes = 2, .start_method = mproc::StartMethod::fork});
-    const auto launchers = children_of(::getpid());
+    const auto launchers = mproc::testing::child_pids(::getpid());
     if (launchers.size() != 1) {
         std::printf("FAIL: expected the pool's launcher as the only child\n");
         return 1;
