@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ranges>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -82,6 +83,21 @@ int count_and_die_once_at(int x, int die_at) {
 // The same, with a result that is not a number.
 std::string count_and_die_once_at_as_text(int x, int die_at) {
     return std::to_string(count_and_die_once_at(x, die_at));
+}
+
+// Counts its run; task `sleep_at` sleeps for a minute.
+int count_and_sleep_at(int x, int sleep_at) {
+    count_run(x);
+    if (x == sleep_at) std::this_thread::sleep_for(60s);
+    return x;
+}
+
+// Counts its run; keeps `mib` MiB, touched, for the rest of its worker's life: a leak.
+pid_t count_and_leak_mib(int x, int mib) {
+    count_run(x);
+    static std::vector<std::vector<char>> kept;
+    kept.emplace_back(static_cast<std::size_t>(mib) << 20, '\1');
+    return ::getpid();
 }
 
 // Kills its worker on each of its first `deaths` runs of task 7.
@@ -240,14 +256,10 @@ TEST_P(PoolRecoveryTest, WithoutRetriesATaskWhoseWorkerDiedFailsAfterOneRun) {
 
 TEST_P(PoolRecoveryTest, ATaskPastItsTimeoutIsNotRetried) {
     Watchdog watchdog(120s);
-    mproc::Pool pool(options(1, {.task_timeout = 200ms, .retries = 3}));
-    auto slow = pool.apply_async(
-        [](int) {
-            std::this_thread::sleep_for(60s);
-            return 0;
-        },
-        0);
-    EXPECT_THROW(slow.get(30s), mproc::TimeoutError);
+    mproc::Pool pool(options(2, {.task_timeout = 300ms, .retries = 3}));
+    // Chunksize 1: the tasks are claimed, and the slow one is not the batch's first.
+    EXPECT_THROW(pool.starmap(count_and_sleep_at, inputs(100, 50), 1), mproc::TimeoutError);
+    EXPECT_EQ(not_run_once(100), std::vector<int>{});
     EXPECT_EQ(pool.apply(square, 4), 16);
 }
 
@@ -301,12 +313,14 @@ TEST_P(PoolRecoveryTest, AWorkerOverMaxMemoryPerChildIsReplacedBeforeItsNextTask
     const pid_t next = pool.apply(worker_pid, 0);
     EXPECT_NE(next, first) << "the worker over the limit ran another task";
     EXPECT_EQ(pool.apply(worker_pid, 0), next);
-    // A map's tasks, some of which leak, all complete: a worker retires between chunks and
-    // hands the chunks it had not begun to its replacement.
-    std::vector<int> leaks(20, 0);
-    leaks[3] = 96;
-    leaks[11] = 96;
-    EXPECT_EQ(pool.map(leak_mib, leaks, 1).size(), 20u);
+    // A map's tasks, some of which leak, each run once: a worker retires between chunks and
+    // hands the chunks it had not begun to its replacement, which begins them.
+    std::vector<std::pair<int, int>> leaks;
+    for (int x = 0; x < 20; ++x) leaks.emplace_back(x, x == 3 || x == 11 ? 96 : 0);
+    std::set<pid_t> workers;
+    for (pid_t pid : pool.starmap(count_and_leak_mib, leaks, 1)) workers.insert(pid);
+    EXPECT_GE(workers.size(), 3u) << "a leaking task's worker served on";
+    EXPECT_EQ(not_run_once(20), std::vector<int>{});
 }
 
 }  // namespace

@@ -8,12 +8,14 @@
 // - the task the worker was running fails with WorkerLost (TimeoutError when the pool killed
 //   it for task_timeout, CancelledError when it was cancelled), or, with PoolOptions::retries,
 //   runs again on another worker, at most that many times more;
-// - tasks that returned numbers never run again: a worker records each such value, as it
-//   finishes, in memory the pool reads even after the worker died (its last 4096 values);
-// - tasks that returned other values, and that the worker had finished but not yet reported,
-//   run again: those of the chunk it was running (a smaller chunksize makes that set smaller;
-//   chunksize 1, none) and those of the quick chunks, each under 50 us, whose results it held
-//   back for at most 200 us to send them together;
+// - tasks that returned numbers, in the chunk the worker was running or had run last, never
+//   run again: a worker records each such value, as the task ends, in memory the pool reads
+//   even after the worker died (for chunks of up to 4096 tasks, the most chunksize 0 makes;
+//   a claimed map of chunksize 1 counts as one chunk);
+// - the other tasks that the worker had finished but not yet reported run again: those of
+//   the chunk it was running, when they return other values (a smaller chunksize makes that
+//   set smaller; chunksize 1, none), and those of the quick chunks before it, each under
+//   50 us, whose results it held back for at most 200 us to send them together;
 // - tasks it had not begun run once, on another worker;
 // - a chunk whose workers die three times while none of its tasks runs fails with WorkerLost.
 // A worker the pool kills (task_timeout, cancel) may have just finished the task it was killed

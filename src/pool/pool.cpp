@@ -55,6 +55,11 @@ void StreamFeed::read_ahead(std::size_t consumed) {
         } catch (const StateError&) {
             // Joined or terminated: these inputs and the rest fail as the consumer reads them.
             pool_ended_ = true;
+        } catch (...) {
+            // A chunk the pool refused (over max_value_bytes): the range ends before it, so that
+            // no later input takes its place.
+            end_input();
+            throw;
         }
     }
     read_ += read.tasks;

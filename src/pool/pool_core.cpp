@@ -171,6 +171,8 @@ struct PoolCore::Impl {
     std::uint64_t next_sequence = 1;
     bool woken = true;             // poll saw the eventfd readable
     bool cancel_scan = false;      // take_submissions found cancels_pending
+    bool cancel_recheck = false;   // drop_cancelled left cancelled tasks in workers' hands
+    bool cancels_seen = false;     // a result was ever cancelled
     std::vector<pollfd> poll_fds;  // poll_once's, kept to reuse their memory
     std::vector<std::uint32_t> poll_slots;
     std::exception_ptr broken;  // the initializer's error: no task can run
@@ -204,7 +206,8 @@ struct PoolCore::Impl {
     std::exception_ptr death_error(const Worker& worker, const ExitStatus& exit) const;
     std::exception_ptr kill_error(PoolKill::Reason reason, pid_t pid) const;
     void lose_task(const Worker& worker, const ExitStatus& exit, const Chunk& chunk,
-                   std::uint32_t task, bool out_of_memory, std::deque<Chunk>& resend);
+                   std::uint32_t task, std::uint32_t item, bool out_of_memory,
+                   std::deque<Chunk>& resend);
     std::vector<bool> recover_recorded(const Worker& worker, const Chunk& chunk,
                                        std::uint32_t tasks, const std::vector<bool>* settled);
     void resend_unfinished(const Worker& worker, const ExitStatus& exit, const Chunk& chunk,
@@ -214,8 +217,9 @@ struct PoolCore::Impl {
     bool killed_by_oom(const ExitStatus& exit);
     void drop_cancelled();
     // SIGKILLs the worker to stop the task it is running now, for `reason`.
-    void kill_for(Worker& worker, PoolKill::Reason reason);
-    void cancel_in_flight(Worker& worker);
+    void kill_for(Worker& worker, PoolKill kill);
+    // True while a cancelled task of the worker's may still begin or run (see drop_cancelled).
+    bool cancel_in_flight(Worker& worker);
     void skip_chunk(const Worker& worker, std::uint64_t sequence);
     void unskip_chunk(const Worker& worker, std::uint64_t sequence);
     void lose_launcher();
@@ -269,7 +273,8 @@ PoolCore::Impl::Impl(const PoolOptions& options)
     new (&board()) ClaimBoard();
     board().workers = static_cast<std::uint32_t>(processes);
     for (std::size_t slot = 0; slot < processes; ++slot) {
-        new (&status(slot)) WorkerStatus();
+        // Default-initialised, not value-initialised: the ResultArea stays the memfd's zeros.
+        new (&status(slot)) WorkerStatus;
         if (task_timeout) status(slot).timed.store(1, std::memory_order_relaxed);
         status(slot).memory_limit.store(memory_limit, std::memory_order_relaxed);
         status(slot).max_value_bytes = max_value_bytes;
@@ -312,6 +317,7 @@ PoolCore::Impl::State PoolCore::Impl::take_submissions() {
     std::lock_guard lock(mutex);
     wake_pending = false;
     cancel_scan |= std::exchange(cancels_pending, false);
+    cancels_seen |= cancel_scan;
     while (!submitted.empty()) {
         if (broken) {
             submitted.front().fail(broken);
@@ -376,7 +382,7 @@ void PoolCore::Impl::run() {
     while (true) {
         const State state = take_submissions();
         if (state == State::terminating) return terminate_now();
-        if (std::exchange(cancel_scan, false)) drop_cancelled();
+        if (std::exchange(cancel_scan, false) || cancel_recheck) drop_cancelled();
         dispatch();
         if (launcher->gone()) {
             // Nothing can run any more; the loop stays to fail what is submitted until close,
@@ -531,6 +537,7 @@ bool PoolCore::Impl::awaits_lazy_input() {
 }
 
 int PoolCore::Impl::poll_timeout_ms() const {
+    if (cancel_recheck) return 5;
     if (!task_timeout || !has_work()) return -1;
     // Often enough to catch a task soon after its deadline, rarely enough to cost nothing.
     return static_cast<int>(std::clamp<long long>(task_timeout->count() / 10, 5, 100));
@@ -841,9 +848,11 @@ bool PoolCore::Impl::killed_by_oom(const ExitStatus& exit) {
 // Task `task` of chunk was running when its worker died: it fails, or (with retries, or when
 // the pool's kill was meant for another task) goes out again, alone, at the end of `resend`.
 void PoolCore::Impl::lose_task(const Worker& worker, const ExitStatus& exit, const Chunk& chunk,
-                               std::uint32_t task, bool out_of_memory, std::deque<Chunk>& resend) {
+                               std::uint32_t task, std::uint32_t item, bool out_of_memory,
+                               std::deque<Chunk>& resend) {
+    // `item` is the task as the worker's status named it: for a claim, its index in the batch.
     const bool meant =
-        worker.killed && worker.killed->sequence == chunk.sequence && worker.killed->item == task;
+        worker.killed && worker.killed->sequence == chunk.sequence && worker.killed->item == item;
     if (meant)
         return chunk.job->fail(chunk.first_task + task,
                                kill_error(worker.killed->reason, worker.pid));
@@ -867,20 +876,19 @@ std::vector<bool> PoolCore::Impl::recover_recorded(const Worker& worker, const C
                                                    std::uint32_t tasks,
                                                    const std::vector<bool>* settled) {
     std::vector<bool> recovered(tasks, false);
-    std::vector<RecordedResult> results;
     ResultArea& area = status(worker.slot).results;
-    for (RecordedResult& entry : area.entries) {
-        if (std::atomic_ref(entry.done).load(std::memory_order_acquire) == 0 ||
-            entry.sequence != chunk.sequence || entry.task >= tasks || recovered[entry.task] ||
-            (settled != nullptr && (*settled)[entry.task])) {
-            continue;
-        }
-        recovered[entry.task] = true;
-        results.push_back(entry);
+    if (area.sequence.load(std::memory_order_acquire) != chunk.sequence) return recovered;
+    std::vector<std::uint32_t> done;
+    for (std::uint32_t task = 0; task < std::min(tasks, recorded_tasks); ++task) {
+        if (std::atomic_ref(area.done[task]).load(std::memory_order_acquire) == 0) continue;
+        if (settled != nullptr && (*settled)[task]) continue;
+        recovered[task] = true;
+        done.push_back(task);
     }
-    if (results.empty()) return recovered;
+    if (done.empty()) return recovered;
     try {
-        chunk.job->deliver_recorded(chunk.first_task, results);
+        chunk.job->deliver_recorded(chunk.first_task, done,
+                                    std::span<const std::byte>(area.values));
     } catch (const SerializationError&) {
         recovered.assign(tasks, false);  // not a job of numbers: its tasks run again
     }
@@ -906,7 +914,7 @@ void PoolCore::Impl::lose_claim(Worker& worker, const ExitStatus& exit, bool out
         Chunk culprit = slice(claim->batch, task, task + 1);
         culprit.sequence = chunk.sequence;
         std::deque<Chunk> resend;
-        lose_task(worker, exit, culprit, 0, out_of_memory, resend);
+        lose_task(worker, exit, culprit, 0, task, out_of_memory, resend);
         pending.insert(pending.begin(), std::make_move_iterator(resend.begin()),
                        std::make_move_iterator(resend.end()));
     } else if (++claim->losses >= max_chunk_losses) {
@@ -924,6 +932,7 @@ std::exception_ptr PoolCore::Impl::death_error(const Worker& worker, const ExitS
 
 void PoolCore::Impl::handle_lost(Worker& worker, const ExitStatus& exit) {
     auto& in_flight = worker.in_flight;
+    if (cancels_seen) cancel_scan = true;  // chunks go back to the queue: drop cancelled ones
     if (worker.retiring) {
         // It retired after a chunk, over max_memory_per_child, and began none of these.
         pending.insert(pending.begin(), std::make_move_iterator(in_flight.begin()),
@@ -931,9 +940,6 @@ void PoolCore::Impl::handle_lost(Worker& worker, const ExitStatus& exit) {
         return in_flight.clear();
     }
     const bool out_of_memory = killed_by_oom(exit);
-    // Its chunks go back to the queue: those of results cancelled with the one it was killed
-    // for are dropped there.
-    if (worker.killed && worker.killed->reason == PoolKill::Reason::cancel) cancel_scan = true;
     if (in_flight.front().claimed) return lose_claim(worker, exit, out_of_memory);
     // The chunk the worker was in when it died. The chunks before it had ended, and the values
     // it recorded of them are delivered; their other results, held back to leave with later
@@ -964,7 +970,7 @@ void PoolCore::Impl::handle_lost(Worker& worker, const ExitStatus& exit) {
     // With no task running, the worker died of the chunk itself (or between its tasks): a
     // chunk that does so max_chunk_losses times fails, so that no chunk kills workers for ever.
     resend_unfinished(worker, exit, chunk, finished, chunk.losses + (task_running ? 0 : 1), resend);
-    if (task_running) lose_task(worker, exit, chunk, item, out_of_memory, resend);
+    if (task_running) lose_task(worker, exit, chunk, item, item, out_of_memory, resend);
     for (std::size_t i = current + 1; i < in_flight.size(); ++i) {
         resend.push_back(std::move(in_flight[i]));
     }
@@ -1039,30 +1045,43 @@ void PoolCore::Impl::drop_cancelled() {
     if (claim && claim->batch.job->cancelled(claim->batch.first_task)) {
         settle_untaken([](std::uint32_t) {});
     }
+    // A worker may be between two tasks, or begin a chunk just as it is marked skipped: while
+    // any cancelled task is in a worker's hands, the collector looks again at each poll,
+    // every few milliseconds (poll_timeout_ms), until it has been answered or killed.
+    cancel_recheck = false;
     for (auto& worker : workers) {
-        if (worker && !worker->in_flight.empty() && !worker->killed) cancel_in_flight(*worker);
+        if (worker && !worker->in_flight.empty() && !worker->killed) {
+            cancel_recheck |= cancel_in_flight(*worker);
+        }
     }
     maybe_close_claim();
 }
 
-void PoolCore::Impl::cancel_in_flight(Worker& worker) {
+bool PoolCore::Impl::cancel_in_flight(Worker& worker) {
     const WorkerStatus& status = this->status(worker.slot);
-    const auto running = status.sequence.load(std::memory_order_relaxed);
+    const PoolKill kill{PoolKill::Reason::cancel, status.sequence.load(std::memory_order_relaxed),
+                        status.item.load(std::memory_order_relaxed)};
     const bool busy = status.running.load(std::memory_order_acquire) != 0;
-    const auto item = status.item.load(std::memory_order_relaxed);
+    bool cancelled_left = false;
     for (const Chunk& chunk : worker.in_flight) {
-        if (chunk.sequence == running) {
+        bool some = false;
+        const bool all = all_cancelled(chunk, &some);
+        if (!some) continue;
+        cancelled_left = true;
+        if (chunk.sequence == kill.sequence) {
             // The one it runs (a claim's task `item` is task `item` of the claim's batch).
-            if (busy && (chunk.claimed || item < chunk.tasks()) &&
-                chunk.job->cancelled(chunk.first_task + item)) {
-                return kill_for(worker, PoolKill::Reason::cancel);
+            if (busy && (chunk.claimed || kill.item < chunk.tasks()) &&
+                chunk.job->cancelled(chunk.first_task + kill.item)) {
+                kill_for(worker, kill);
+                return false;
             }
-        } else if (chunk.sequence > running && !chunk.claimed && all_cancelled(chunk)) {
+        } else if (chunk.sequence > kill.sequence && !chunk.claimed && all) {
             // Sequences grow as chunks are sent, and a worker runs them in order: it has not
             // begun this one.
             skip_chunk(worker, chunk.sequence);
         }
     }
+    return cancelled_left;
 }
 
 void PoolCore::Impl::skip_chunk(const Worker& worker, std::uint64_t sequence) {
@@ -1089,10 +1108,10 @@ void PoolCore::Impl::unskip_chunk(const Worker& worker, std::uint64_t sequence) 
     }
 }
 
-void PoolCore::Impl::kill_for(Worker& worker, PoolKill::Reason reason) {
-    const WorkerStatus& status = this->status(worker.slot);
-    worker.killed = PoolKill{reason, status.sequence.load(std::memory_order_relaxed),
-                             status.item.load(std::memory_order_relaxed)};
+// The kill names the task the decision was about, read before it was made: should the worker
+// have moved on to another task meanwhile, that task is not blamed (lose_task).
+void PoolCore::Impl::kill_for(Worker& worker, PoolKill kill) {
+    worker.killed = kill;
     signal_pidfd(worker.pidfd, SIGKILL);
 }
 
@@ -1103,11 +1122,12 @@ void PoolCore::Impl::check_timeouts() {
     for (auto& worker : workers) {
         if (!worker || worker->in_flight.empty() || worker->killed) continue;
         const WorkerStatus& status = this->status(worker->slot);
+        const PoolKill kill{PoolKill::Reason::timeout,
+                            status.sequence.load(std::memory_order_relaxed),
+                            status.item.load(std::memory_order_relaxed)};
         if (status.running.load(std::memory_order_acquire) == 0) continue;
         const auto started = status.started_ns.load(std::memory_order_relaxed);
-        if (std::chrono::nanoseconds(now).count() - started > limit) {
-            kill_for(*worker, PoolKill::Reason::timeout);
-        }
+        if (std::chrono::nanoseconds(now).count() - started > limit) kill_for(*worker, kill);
     }
 }
 

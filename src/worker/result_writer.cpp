@@ -1,5 +1,6 @@
 #include "mproc/detail/task_codec.hpp"
 
+#include <cstring>
 #include <string>
 
 #include "worker/exception_capture.hpp"
@@ -15,6 +16,16 @@ ResultWriter::ResultWriter(std::uint64_t sequence, WorkerStatus* status, ClaimBo
       board_(board),
       timed_(status != nullptr && status->timed.load(std::memory_order_relaxed) != 0) {
     if (status_ != nullptr) status_->sequence.store(sequence, std::memory_order_relaxed);
+}
+
+void ResultWriter::start_recording(std::uint32_t tasks) noexcept {
+    area_ = &status_->results;
+    recording_tasks_ = tasks;
+    area_->sequence.store(0, std::memory_order_relaxed);
+    // The cleared sequence is seen before any `done` byte this chunk clears or sets.
+    std::atomic_thread_fence(std::memory_order_release);
+    std::memset(area_->done, 0, tasks);
+    area_->sequence.store(sequence_, std::memory_order_release);
 }
 
 void ResultWriter::ok_void() {

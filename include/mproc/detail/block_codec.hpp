@@ -179,6 +179,7 @@ void run_block_chunk(const Frame& frame, ResultWriter& out) {
         out.begin_item(index);
         run_block_task<F, ArgTuple>(f, unusable, payload, index, out);
     }
+    out.end_block<R>();
 }
 
 // The registered wire address of run_block_chunk<F, ArgTuple> (see entry_address).

@@ -40,10 +40,10 @@ class Job {
                                  std::span<const std::byte> block);
     // The values of tasks that returned numbers, recorded by a worker in its ResultArea as they
     // ran (worker_status.hpp), read by the pool after that worker died: task first_task +
-    // result.task returned the R in result.value. Throws SerializationError, having delivered
-    // nothing, when the job's tasks do not return numbers.
-    virtual void deliver_recorded(std::size_t first_task,
-                                  std::span<const RecordedResult> results) = 0;
+    // tasks[k] returned the R at values[tasks[k] * sizeof(R)]. Throws SerializationError,
+    // having delivered nothing, when the job's tasks do not return numbers.
+    virtual void deliver_recorded(std::size_t first_task, std::span<const std::uint32_t> tasks,
+                                  std::span<const std::byte> values) = 0;
     // Task `index` failed without a result item: its worker died, it timed out, the pool ended.
     virtual void fail(std::size_t index, std::exception_ptr error) = 0;
     // Whether task `index` was cancelled: its result is settled already, so it need not run.
@@ -115,13 +115,18 @@ void for_each_block_result(std::size_t first_task, std::uint32_t tasks,
 
 // Calls on_value(index, value) for each task whose value a worker recorded (Job::deliver_recorded).
 template <class R, class OnValue>
-void for_each_recorded(std::size_t first_task, std::span<const RecordedResult> results,
-                       OnValue on_value) {
+void for_each_recorded(std::size_t first_task, std::span<const std::uint32_t> tasks,
+                       std::span<const std::byte> values, OnValue on_value) {
     if constexpr (wire_detail::is_block_copyable<R>) {
-        for (const RecordedResult& result : results) {
+        for (std::uint32_t task : tasks) {
+            if ((std::size_t{task} + 1) * sizeof(R) > values.size()) {
+                throw SerializationError("mproc: a recorded result lies outside its area");
+            }
+        }
+        for (std::uint32_t task : tasks) {
             R value;
-            std::memcpy(&value, result.value, sizeof value);
-            on_value(first_task + result.task, value);
+            std::memcpy(&value, values.data() + std::size_t{task} * sizeof(R), sizeof value);
+            on_value(first_task + task, value);
         }
     } else {
         refuse_result_block();
@@ -187,9 +192,9 @@ class MapJob final : public Job {
                 fail(first_task + tasks[k], std::move(error));
             });
     }
-    void deliver_recorded(std::size_t first_task,
-                          std::span<const RecordedResult> results) override {
-        for_each_recorded<R>(first_task, results, [&](std::size_t index, auto value) {
+    void deliver_recorded(std::size_t first_task, std::span<const std::uint32_t> tasks,
+                          std::span<const std::byte> values) override {
+        for_each_recorded<R>(first_task, tasks, values, [&](std::size_t index, auto value) {
             if constexpr (!std::is_void_v<R>) values_[index] = value;
             settle();
         });
@@ -243,9 +248,9 @@ class SingleJob final : public Job {
             first_task, tasks, payload, [&](std::size_t, auto value) { state_.set_value(value); },
             [&](std::size_t, std::exception_ptr error) { state_.set_error(std::move(error)); });
     }
-    void deliver_recorded(std::size_t first_task,
-                          std::span<const RecordedResult> results) override {
-        for_each_recorded<R>(first_task, results,
+    void deliver_recorded(std::size_t first_task, std::span<const std::uint32_t> tasks,
+                          std::span<const std::byte> values) override {
+        for_each_recorded<R>(first_task, tasks, values,
                              [&](std::size_t, auto value) { state_.set_value(value); });
     }
     void fail(std::size_t, std::exception_ptr error) override {
@@ -283,9 +288,9 @@ class ApplyBatchJob final : public Job {
                 results_[index].set_error(std::move(error));
             });
     }
-    void deliver_recorded(std::size_t first_task,
-                          std::span<const RecordedResult> results) override {
-        for_each_recorded<R>(first_task, results, [&](std::size_t index, auto value) {
+    void deliver_recorded(std::size_t first_task, std::span<const std::uint32_t> tasks,
+                          std::span<const std::byte> values) override {
+        for_each_recorded<R>(first_task, tasks, values, [&](std::size_t index, auto value) {
             results_[index].set_value(value);
         });
     }
@@ -347,11 +352,11 @@ class StreamJob final : public AbandonableJob {
         }
         arrived_cv_.notify_all();
     }
-    void deliver_recorded(std::size_t first_task,
-                          std::span<const RecordedResult> results) override {
+    void deliver_recorded(std::size_t first_task, std::span<const std::uint32_t> tasks,
+                          std::span<const std::byte> values) override {
         {
             std::lock_guard lock(mutex_);
-            for_each_recorded<R>(first_task, results, [&](std::size_t index, auto value) {
+            for_each_recorded<R>(first_task, tasks, values, [&](std::size_t index, auto value) {
                 settle(index, Outcome<R>{value, nullptr});
             });
         }

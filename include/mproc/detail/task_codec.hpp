@@ -78,11 +78,13 @@ class ResultWriter {
         if (status_ != nullptr) status_->running.store(0, std::memory_order_release);
     }
 
-    // Makes room for the results of `tasks` tasks that return R, when R's size is fixed.
+    // Makes room for the results of `tasks` tasks that return R, when R's size is fixed; and
+    // when R is a number, records their values in the worker's ResultArea too (ok).
     template <class R>
     void reserve(std::uint32_t tasks) {
         if constexpr (wire_detail::is_block_copyable<R>) {
             writer_.reserve(std::size_t{tasks} * (sizeof(ItemLength) + 1 + sizeof(R)));
+            if (status_ != nullptr && tasks <= recorded_tasks) start_recording(tasks);
         }
     }
 
@@ -92,16 +94,73 @@ class ResultWriter {
     template <class R>
     void start_block(std::uint32_t tasks) {
         static_assert(wire_detail::is_block_copyable<R>);
+        static_assert(sizeof(R) <= recorded_value_bytes, "a number larger than a record's room");
         block_ = true;
         block_tasks_ = tasks;
         auto& bytes = writer_.buffer();
         bytes.resize(sizeof(FrameHeader) + std::size_t{tasks} * (1 + sizeof(R)));
         std::memset(bytes.data() + sizeof(FrameHeader), static_cast<int>(ResultStatus::error),
                     tasks);
+        if (status_ != nullptr && tasks <= recorded_tasks) start_recording(tasks);
+    }
+    // Ends the block after all of its tasks.
+    template <class R>
+    void end_block() noexcept {
+        fill_block<R>(block_tasks_, [](std::uint32_t position) { return position; });
     }
     // Ends the block after its first `tasks` tasks: the later ones were not run.
     template <class R>
     void end_block_early(std::uint32_t tasks) noexcept {
+        fill_block<R>(tasks, [](std::uint32_t position) { return position; });
+        compact_block<R>(tasks);
+    }
+    // Ends a claimed batch's block after the tasks this worker ran, and appends which task of
+    // the batch each was, in the order they ran.
+    template <class R>
+    void end_claimed_block(std::span<const std::uint32_t> tasks) {
+        fill_block<R>(static_cast<std::uint32_t>(tasks.size()),
+                      [&](std::uint32_t position) { return tasks[position]; });
+        compact_block<R>(static_cast<std::uint32_t>(tasks.size()));
+        const auto* indices = reinterpret_cast<const std::byte*>(tasks.data());
+        writer_.buffer().append(indices, tasks.size_bytes());
+        claimed_ = true;
+    }
+    ClaimBoard* board() const noexcept { return board_; }
+    // Records the running task's value: in the worker's ResultArea, whence the block is filled
+    // when it ends, or in the block itself.
+    template <class R>
+    void block_ok(const R& value) noexcept {
+        if (area_ != nullptr) return record(value);
+        std::byte* block = writer_.buffer().data() + sizeof(FrameHeader);
+        block[current_] = std::byte{static_cast<std::uint8_t>(ResultStatus::ok)};
+        std::memcpy(block + block_tasks_ + std::size_t{current_} * sizeof(R), &value, sizeof(R));
+    }
+
+  private:
+    // Records the running task's value in the worker's ResultArea.
+    template <class R>
+    void record(const R& value) noexcept {
+        static_assert(sizeof(R) <= recorded_value_bytes, "a number larger than a record's room");
+        std::memcpy(area_->values + std::size_t{current_index_} * sizeof(R), &value, sizeof(R));
+        std::atomic_ref(area_->done[current_index_]).store(1, std::memory_order_release);
+    }
+    // Copies the values recorded in the ResultArea into the block's first `positions` places,
+    // the task at each being index_of(position); the block itself holds them otherwise.
+    template <class R, class IndexOf>
+    void fill_block(std::uint32_t positions, IndexOf index_of) noexcept {
+        if (area_ == nullptr) return;
+        std::byte* block = writer_.buffer().data() + sizeof(FrameHeader);
+        for (std::uint32_t position = 0; position < positions; ++position) {
+            const std::uint32_t index = index_of(position);
+            if (area_->done[index] == 0) continue;
+            block[position] = std::byte{static_cast<std::uint8_t>(ResultStatus::ok)};
+            std::memcpy(block + block_tasks_ + std::size_t{position} * sizeof(R),
+                        area_->values + std::size_t{index} * sizeof(R), sizeof(R));
+        }
+    }
+    // Moves the block's values and error items down to fit its first `tasks` tasks.
+    template <class R>
+    void compact_block(std::uint32_t tasks) noexcept {
         auto& bytes = writer_.buffer();
         std::byte* block = bytes.data() + sizeof(FrameHeader);
         const std::size_t fixed = std::size_t{block_tasks_} * (1 + sizeof(R));
@@ -111,36 +170,8 @@ class ResultWriter {
         bytes.resize(sizeof(FrameHeader) + std::size_t{tasks} * (1 + sizeof(R)) + error_bytes);
         block_tasks_ = tasks;
     }
-    // Ends a claimed batch's block after the tasks this worker ran, and appends which task of
-    // the batch each was, in the order they ran.
-    template <class R>
-    void end_claimed_block(std::span<const std::uint32_t> tasks) {
-        end_block_early<R>(static_cast<std::uint32_t>(tasks.size()));
-        const auto* indices = reinterpret_cast<const std::byte*>(tasks.data());
-        writer_.buffer().append(indices, tasks.size_bytes());
-        claimed_ = true;
-    }
-    ClaimBoard* board() const noexcept { return board_; }
-    // Records the running task's value in the block.
-    template <class R>
-    void block_ok(const R& value) noexcept {
-        std::byte* block = writer_.buffer().data() + sizeof(FrameHeader);
-        block[current_] = std::byte{static_cast<std::uint8_t>(ResultStatus::ok)};
-        std::memcpy(block + block_tasks_ + std::size_t{current_} * sizeof(R), &value, sizeof(R));
-        // Also in the worker's ResultArea, which the pool reads should the worker die.
-        static_assert(sizeof(R) <= recorded_value_bytes, "a number larger than a record's room");
-        if (status_ == nullptr) return;
-        ResultArea& area = status_->results;
-        RecordedResult& entry = area.entries[area.next++ % recorded_results];
-        std::atomic_ref(entry.done).store(0, std::memory_order_relaxed);
-        // The pool must never see the old entry's done beside new fields.
-        std::atomic_thread_fence(std::memory_order_release);
-        entry.sequence = sequence_;
-        entry.task = current_index_;
-        std::memcpy(entry.value, &value, sizeof(R));
-        std::atomic_ref(entry.done).store(1, std::memory_order_release);
-    }
 
+  public:
     // Records the running task's value. A value that cannot be encoded is recorded as that
     // task's error instead, and so is one whose handles would take the chunk's results past
     // the descriptors a frame can carry.
@@ -152,6 +183,7 @@ class ResultWriter {
             if constexpr (wire_detail::is_block_copyable<R>) {
                 encode(writer_.buffer(), value);  // a number holds no descriptor
                 writer_.end_item();
+                if (area_ != nullptr && current_index_ < recording_tasks_) record(value);
             } else {
                 FdOutbox item_fds;
                 {
@@ -192,6 +224,8 @@ class ResultWriter {
     // keeping them cannot fail; SerializationError when they would be more than max_result_fds.
     void make_room_for(std::size_t fds);
     Frame finish_failed(std::uint32_t tasks);
+    // Points area_ at the worker's ResultArea, reset for this chunk's `tasks` tasks.
+    void start_recording(std::uint32_t tasks) noexcept;
 
     FrameWriter writer_;
     std::vector<UniqueFd> fds_;  // the handles of the results so far
@@ -201,8 +235,10 @@ class ResultWriter {
     bool timed_;
     bool claimed_ = false;
     std::size_t errors_ = 0;
-    std::uint32_t current_ = 0;        // the running task's position in the results
-    std::uint32_t current_index_ = 0;  // and its index in the chunk (or the claimed batch)
+    std::uint32_t current_ = 0;          // the running task's position in the results
+    std::uint32_t current_index_ = 0;    // and its index in the chunk (or the claimed batch)
+    ResultArea* area_ = nullptr;         // where values are recorded, when not null
+    std::uint32_t recording_tasks_ = 0;  // the chunk's tasks the area was reset for
     bool block_ = false;
     std::uint32_t block_tasks_ = 0;
 };

@@ -6,29 +6,25 @@
 
 namespace mproc::detail {
 
-// The values of the tasks of numbers that a worker ran most recently: as many as a claimed
-// batch or a default chunk has at most (max_default_chunk), each at most this large.
-inline constexpr std::uint32_t recorded_results = 4096;
+// The tasks of a block chunk (or of a claimed batch) whose values a worker records in its
+// ResultArea: a default chunk or a batch at most (max_default_chunk); and how large a value.
+inline constexpr std::uint32_t recorded_tasks = 4096;
 inline constexpr std::size_t recorded_value_bytes = 16;
 
-// One task's value, as a worker records it: its chunk (the sequence the pool sent it with),
-// its index in that chunk (or in a claim's batch), and the value's bytes.
-struct RecordedResult {
-    std::uint64_t sequence;
-    std::uint32_t task;
-    // 0 while the fields are being written, 1 once they are (through std::atomic_ref: the
-    // worker clears it and fences before it writes them, and sets it with release after).
-    std::uint32_t done;
-    alignas(16) std::byte value[recorded_value_bytes];
-};
-
-// The values of the tasks of numbers a worker has run, in a ring in memory its pool reads even
-// after the worker died, so that a worker's death costs the task it was running and not the
-// results it had yet to send: a claim's (held until its board is empty), a chunk's (sent when
-// it ends) and those of the quick chunks held back to leave together (worker_loop.cpp).
+// The values of the tasks of numbers of the block chunk (or claim) a worker runs or ran last,
+// in memory its pool reads even after the worker died: a worker's death costs the task it was
+// running, not the results it had yet to send (a claim's, held until its board is empty; a
+// chunk's, sent when it ends, or held back a little longer to leave with the next ones). The
+// worker writes each value here rather than into its result frame, which it fills from here
+// when the chunk ends (ResultWriter), so recording costs no store a task. At the start of a
+// block chunk it clears `sequence`, the chunk's `done` bytes, then sets `sequence` (release);
+// a value is written, then its `done` byte set (release). It is never initialised: it lies in a
+// fresh memfd, whose zeros record nothing, and a pool that never records touches none of its
+// pages.
 struct ResultArea {
-    std::uint32_t next = 0;  // the entry the worker writes next, modulo recorded_results
-    RecordedResult entries[recorded_results] = {};
+    std::atomic<std::uint64_t> sequence;  // the chunk recorded; 0 while it is reset
+    std::uint8_t done[recorded_tasks];    // 1 once the task's value is in `values`
+    alignas(16) std::byte values[recorded_tasks * recorded_value_bytes];  // at sizeof(R) each
 };
 
 // Chunks sent to a worker that the pool cancelled before they began: the worker skips them
