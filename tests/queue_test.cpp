@@ -9,13 +9,16 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "mproc/detail/queue_core.hpp"
 #include "mproc/pool.hpp"
 #include "mproc/process.hpp"
 #include "mproc/shared_memory.hpp"
@@ -234,6 +237,73 @@ void report_sizes(Queue<std::vector<char>> from, Queue<int> sizes) {
 void wait_for_size(Queue<int>& sizes, int size) {
     int reported = sizes.get(30s);
     while (reported != size) reported = sizes.get(30s);
+}
+
+// --- A sleeper that dies once a wake-up has reached it, before it takes a lock again -------
+
+// Ends the process where a sleep on a queue has just ended.
+void die_when_woken() noexcept {
+    ::_exit(0);
+}
+
+// Waits until the process sleeps in a futex (/proc/<pid>/syscall names syscall 202).
+void wait_until_asleep(const Process& process) {
+    const auto give_up = std::chrono::steady_clock::now() + 30s;
+    std::string syscall;
+    while (std::chrono::steady_clock::now() < give_up) {
+        std::ifstream("/proc/" + std::to_string(process.pid()) + "/syscall") >> syscall;
+        if (syscall == "202") return;
+        std::this_thread::sleep_for(5ms);
+    }
+    FAIL() << "process " << process.pid() << " never went to sleep";
+}
+
+// The next item, or nullopt when none comes within the timeout.
+std::optional<int> get_within(Queue<int>& queue, std::chrono::seconds timeout) {
+    try {
+        return queue.get(timeout);
+    } catch (const mproc::Empty&) {
+        return std::nullopt;
+    }
+}
+
+TEST(Queue, APutterWokenForRoomThatDiesBeforeTakingItLeavesNoOtherPutterAsleepBesideTheRoom) {
+    Queue<int> queue(1);
+    queue.put(0);
+    Process doomed([queue]() mutable {
+        mproc::detail::queue_sleeper_woken_hook = die_when_woken;
+        queue.put(1);
+    });
+    doomed.start();
+    wait_until_asleep(doomed);
+    Process survivor([queue]() mutable { queue.put(2); });
+    survivor.start();
+    wait_until_asleep(survivor);
+    // Wakes the doomed putter, asleep first, which dies with the wake-up for this room.
+    EXPECT_EQ(queue.get(30s), 0);
+    ASSERT_TRUE(doomed.join(30s));
+    EXPECT_EQ(get_within(queue, 5s), 2) << "the surviving putter stayed asleep beside the room";
+    if (!survivor.join(5s)) survivor.kill();
+    ASSERT_TRUE(survivor.join(30s));
+}
+
+TEST(Queue, AGetterWokenForAnItemThatDiesBeforeTakingItLeavesNoOtherGetterAsleepBesideTheItem) {
+    Queue<int> work;
+    Queue<int> results;
+    Process doomed([work]() mutable {
+        mproc::detail::queue_sleeper_woken_hook = die_when_woken;
+        work.get();
+    });
+    doomed.start();
+    wait_until_asleep(doomed);
+    Process survivor(forward, work, results);
+    survivor.start();
+    wait_until_asleep(survivor);
+    work.put(7);  // wakes the doomed getter, asleep first, which dies with the wake-up
+    ASSERT_TRUE(doomed.join(30s));
+    EXPECT_EQ(get_within(results, 5s), 7) << "the surviving getter stayed asleep beside the item";
+    work.put(-1);
+    ASSERT_TRUE(survivor.join(30s));
 }
 
 TEST(Queue, PutsInQuickSuccessionWakeEveryGetterAsleep) {

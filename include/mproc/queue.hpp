@@ -25,8 +25,9 @@ namespace mproc {
 //
 // An item is copied into the queue when it is put: a process that dies afterwards loses
 // nothing it put, and one that dies in the middle of a put or a get, holding one of the queue's
-// two locks, leaves the queue working for the others. A T that holds a handle (SharedArray, Queue)
-// cannot be put: pass handles as task or Process arguments.
+// two locks, leaves the queue working for the others. One killed just as a get or put woke it
+// delays the others waiting beside the room or item it leaves by at most 100 ms. A T that holds
+// a handle (SharedArray, Queue) cannot be put: pass handles as task or Process arguments.
 template <class T>
 class Queue {
   public:

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstring>
 #include <exception>
@@ -20,6 +21,8 @@
 #include "os/system_error.hpp"
 
 namespace mproc::detail {
+
+void (*queue_sleeper_woken_hook)() noexcept = nullptr;
 
 namespace {
 
@@ -35,10 +38,10 @@ using ItemSize = std::uint64_t;
 // way (waiting > woken). The puts that follow a wake-up, made before the woken getter has taken
 // the get lock again, so skip a futex_wake that would find nobody asleep.
 //
-// Why no wake-up is lost, whoever dies wherever. Call D the registered sleepers that died, and R
-// the live ones that a bump of the word has reached since they registered and that have not yet
-// relocked (woken, or bound to find the word changed when they call futex_wait). Then
-// woken <= |D| + |R| always:
+// Why a waker always finds a sleeper left to wake, whoever dies wherever. Call D the registered
+// sleepers that died, and R the live ones that a bump of the word has reached since they registered
+// and that have not yet relocked (woken, or bound to find the word changed when they call
+// futex_wait). Then woken <= |D| + |R| always:
 // - a wake-up adds one to woken, and either moves a sleeper from the kernel into R, or, finding
 //   none asleep there, follows waiting > woken with every live registered sleeper in R;
 // - a sleeper that relocks having seen the word change leaves R and takes one from woken;
@@ -56,6 +59,15 @@ using ItemSize = std::uint64_t;
 // (the tally it reads may be newer, but until a bump reaches the getter, the invariant keeps
 // waiting > woken in it), takes the get lock and wakes it. No put pays for a fence; a getter
 // going to sleep pays one passage through the put lock, small beside the sleep.
+//
+// That is not enough for every wake-up to arrive, which this argument once claimed: it bounds
+// woken, and says nothing of a wake-up that a sleeper in R takes with it when it dies before it
+// relocks. That sleeper holds no lock, so nobody learns of the death, and a quiet queue sends no
+// later waker to the sleepers beside it: a queue of maxsize 1 that a get emptied, the putter it
+// woke killed, the other putters asleep beside the room for good (an item and the getters, the
+// same). So no sleep lasts longer than recheck_period: a sleeper that nobody woke looks again
+// on its own, and finds the room or the item within that time. Joiners do not need it (every
+// wake-up of theirs wakes them all) but pay no more than a look each period.
 //
 // A process that dies holding the get lock may leave woken too high (it counted a wake-up it did
 // not send); one that dies holding the put lock may have published an item without waking a
@@ -121,6 +133,22 @@ struct QueueHeader {
     alignas(cache_line) Sleepers putters;  // wait for room in a full queue
     Sleepers joiners;                      // JoinableQueue::join waits for the last task_done
 };
+
+// How long a sleeper waits, at most, before it looks again for what a dead sleeper's wake-up was
+// meant to give it (see Sleepers). Rare enough to cost nothing beside a sleep.
+constexpr std::chrono::milliseconds recheck_period{100};
+
+// Sleeps on sleepers' word until woken, the deadline or recheck_period; callers look again at
+// what they wait for and at their deadline either way.
+bool sleep_a_while(Sleepers& sleepers, std::uint32_t seen, const Deadline& deadline) {
+    const auto left = deadline.remaining();
+    const bool woken =
+        futex_wait(sleepers.word, seen,
+                   left && *left <= recheck_period ? deadline : Deadline::after(recheck_period));
+    if (woken && queue_sleeper_woken_hook != nullptr) queue_sleeper_woken_hook();
+    return woken;
+}
+
 static_assert(sizeof(ProducerSide) == cache_line && sizeof(ConsumerSide) == cache_line,
               "each side's lock and positions fill one cache line");
 
@@ -318,7 +346,7 @@ struct QueueCore::Impl {
         bool woken = true;
         std::exception_ptr failed;
         try {
-            woken = futex_wait(sleepers.word, seen, deadline);
+            woken = sleep_a_while(sleepers, seen, deadline);
         } catch (...) {
             failed = std::current_exception();
         }
@@ -436,7 +464,7 @@ struct QueueCore::Impl {
             lock_put();
             unlock_put();
             if (h.producer.tail.load(std::memory_order_acquire) <= head) {
-                woken = futex_wait(h.getters.word, seen, deadline);
+                woken = sleep_a_while(h.getters, seen, deadline);
             }
         } catch (...) {
             lock_get();

@@ -20,6 +20,11 @@ std::optional<std::chrono::nanoseconds> to_timeout(std::chrono::duration<Rep, Pe
     return std::chrono::ceil<std::chrono::nanoseconds>(timeout);
 }
 
+// Tests only: called in a process that slept on a queue each time a wake-up reaches it, before
+// it takes a lock again, so that a test can end the process there. Null outside tests, which
+// costs a load after each sleep.
+extern void (*queue_sleeper_woken_hook)() noexcept;
+
 // The bytes of a queue, shared by every process that holds it: a fixed header (a robust
 // process-shared mutex for putters and one for getters, positions, counters, futex words) and a
 // ring of length-prefixed items that grows to fit whatever is put. Items are in shared memory
