@@ -876,8 +876,13 @@ std::vector<bool> PoolCore::Impl::recover_recorded(const Worker& worker, const C
                                                    std::uint32_t tasks,
                                                    const std::vector<bool>* settled) {
     std::vector<bool> recovered(tasks, false);
-    ResultArea& area = status(worker.slot).results;
-    if (area.sequence.load(std::memory_order_acquire) != chunk.sequence) return recovered;
+    auto& areas = status(worker.slot).results;
+    const auto found =
+        std::find_if(std::begin(areas), std::end(areas), [&](const ResultArea& area) {
+            return area.sequence.load(std::memory_order_acquire) == chunk.sequence;
+        });
+    if (found == std::end(areas)) return recovered;
+    ResultArea& area = *found;
     std::vector<std::uint32_t> done;
     for (std::uint32_t task = 0; task < std::min(tasks, recorded_tasks); ++task) {
         if (std::atomic_ref(area.done[task]).load(std::memory_order_acquire) == 0) continue;

@@ -19,7 +19,7 @@ ResultWriter::ResultWriter(std::uint64_t sequence, WorkerStatus* status, ClaimBo
 }
 
 void ResultWriter::start_recording(std::uint32_t tasks) noexcept {
-    area_ = &status_->results;
+    area_ = &status_->results[status_->next_result_area++ % recorded_chunks];
     recording_tasks_ = tasks;
     area_->sequence.store(0, std::memory_order_relaxed);
     // The cleared sequence is seen before any `done` byte this chunk clears or sets.

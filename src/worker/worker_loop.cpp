@@ -80,6 +80,8 @@ class ResultBatcher {
     static constexpr auto quick_chunk = std::chrono::microseconds(50);
     static constexpr auto max_wait = std::chrono::microseconds(200);
     static constexpr std::size_t max_held = 32;
+    // Each chunk held, and the one running, keep the values they recorded (ResultArea).
+    static_assert(max_held <= recorded_chunks, "held chunks must keep their recorded values");
 
     std::size_t held_ = 0;
     Clock::time_point first_held_;

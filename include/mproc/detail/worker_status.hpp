@@ -11,21 +11,25 @@ namespace mproc::detail {
 inline constexpr std::uint32_t recorded_tasks = 4096;
 inline constexpr std::size_t recorded_value_bytes = 16;
 
-// The values of the tasks of numbers of the block chunk (or claim) a worker runs or ran last,
-// in memory its pool reads even after the worker died: a worker's death costs the task it was
-// running, not the results it had yet to send (a claim's, held until its board is empty; a
-// chunk's, sent when it ends, or held back a little longer to leave with the next ones). The
-// worker writes each value here rather than into its result frame, which it fills from here
-// when the chunk ends (ResultWriter), so recording costs no store a task. At the start of a
-// block chunk it clears `sequence`, the chunk's `done` bytes, then sets `sequence` (release);
-// a value is written, then its `done` byte set (release). It is never initialised: it lies in a
-// fresh memfd, whose zeros record nothing, and a pool that never records touches none of its
-// pages.
+// The values of the tasks of numbers of one chunk (or claim) a worker ran, in memory its pool
+// reads even after the worker died: a worker's death costs the task it was running, not the
+// results it had yet to send (a claim's, held until its board is empty; a chunk's, sent when it
+// ends, or held back a little longer to leave with the next ones). The worker writes each value
+// here rather than into its result frame, which it fills from here when the chunk ends
+// (ResultWriter), so recording costs no store a task. At the start of a chunk it clears
+// `sequence`, the chunk's `done` bytes, then sets `sequence` (release); a value is written,
+// then its `done` byte set (release). It is never initialised: it lies in a fresh memfd, whose
+// zeros record nothing, and a pool that never records touches none of its pages.
 struct ResultArea {
     std::atomic<std::uint64_t> sequence;  // the chunk recorded; 0 while it is reset
     std::uint8_t done[recorded_tasks];    // 1 once the task's value is in `values`
     alignas(16) std::byte values[recorded_tasks * recorded_value_bytes];  // at sizeof(R) each
 };
+
+// A worker records its chunks in turn in this many areas: the chunk it runs, and each of those
+// whose results it holds back to leave together (at most 31, worker_loop.cpp's ResultBatcher),
+// keep theirs.
+inline constexpr std::size_t recorded_chunks = 33;
 
 // Chunks sent to a worker that the pool cancelled before they began: the worker skips them
 // and answers with a `skipped` frame. The pool writes a sequence into a free entry and then
@@ -55,7 +59,8 @@ struct WorkerStatus {
     std::atomic<std::uint64_t> memory_limit{0};
     std::atomic<std::uint32_t> skipped_count{0};
     std::atomic<std::uint64_t> skipped[max_skipped_chunks] = {};
-    ResultArea results;
+    std::uint32_t next_result_area;  // the worker's own: where its next chunk records
+    ResultArea results[recorded_chunks];
 };
 
 // Where a pool's workers take the tasks of a claimed batch from, themselves, a few at a time,
