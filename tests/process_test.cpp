@@ -565,6 +565,44 @@ TEST(Process, ChildrenDieWithTheirParent) {
     EXPECT_EQ(WTERMSIG(status), SIGKILL);
 }
 
+// A child whose parent dies while the child is still starting (before PR_SET_PDEATHSIG is set)
+// misses the death signal and must find out for itself; it must end just as it would have by the
+// signal, so that a subreaper sees one behaviour. Its parent exits the moment the fork returns,
+// so many of the twenty grandchildren take that path.
+TEST(Process, ChildOrphanedWhileStartingDiesBySigkillToo) {
+    ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    struct NoLongerSubreaper {
+        ~NoLongerSubreaper() { ::prctl(PR_SET_CHILD_SUBREAPER, 0); }
+    } restore;
+
+    constexpr int kGrandchildren = 20;
+    SharedArray<int> pids(kGrandchildren);
+    for (int i = 0; i < kGrandchildren; ++i) {
+        Process a([pids, i] {
+            Process b([] { std::this_thread::sleep_for(120s); });
+            b.start();
+            store(pids, i, b.pid());
+            std::_Exit(0);
+        });
+        a.start();
+        ASSERT_TRUE(a.join(kPatience));
+        const pid_t grandchild = load(pids, i);
+        ASSERT_GT(grandchild, 0);
+
+        int status = 0;
+        const bool reaped =
+            eventually([&] { return ::waitpid(grandchild, &status, WNOHANG) == grandchild; }, 10s);
+        if (!reaped) {
+            ::kill(grandchild, SIGKILL);
+            ::waitpid(grandchild, &status, 0);
+        }
+        ASSERT_TRUE(reaped) << "grandchild " << i << " outlived its parent by 10 s";
+        ASSERT_TRUE(WIFSIGNALED(status)) << "grandchild " << i << " exited with "
+                                         << WEXITSTATUS(status) << " instead of dying by SIGKILL";
+        EXPECT_EQ(WTERMSIG(status), SIGKILL);
+    }
+}
+
 TEST(Process, FiftyProcessesLeaveNoZombiesAndNoDescriptors) {
     SharedArray<int> out(50);
     const auto children = mproc::testing::child_pids();

@@ -7,7 +7,8 @@ MPROC_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # Debian packages needed to build, test and benchmark mproc.
 MPROC_PACKAGES=(g++ cmake make libcereal-dev googletest libgtest-dev libgmock-dev
                 libbenchmark-dev python3
-                libpcap-dev zlib1g-dev gnuplot-nox tcpdump tshark)
+                libpcap-dev zlib1g-dev gnuplot-nox tcpdump tshark
+                pkgconf dpkg-dev file)
 
 # Installs whichever of MPROC_PACKAGES are missing. Without root or sudo it prints the command
 # to run and exits 1, rather than failing later with a confusing CMake error.

@@ -23,9 +23,11 @@ pid_t fork_child() {
     if (pid < 0) throw_system_error("fork");
     if (pid == 0) {
         // The death signal fires when the thread that forked us ends; checking the parent after
-        // setting it closes the window in which the parent died first.
+        // setting it closes the window in which the parent died first. A child that finds its
+        // parent gone dies by the signal it would have had, so that whoever reaps it (a
+        // subreaper) sees one way of dying whichever came first.
         ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (::getppid() != parent) ::_exit(1);
+        if (::getppid() != parent) ::raise(SIGKILL);
     }
     return pid;
 }
