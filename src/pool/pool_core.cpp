@@ -877,10 +877,9 @@ std::vector<bool> PoolCore::Impl::recover_recorded(const Worker& worker, const C
                                                    const std::vector<bool>* settled) {
     std::vector<bool> recovered(tasks, false);
     auto& areas = status(worker.slot).results;
-    const auto found =
-        std::find_if(std::begin(areas), std::end(areas), [&](const ResultArea& area) {
-            return area.sequence.load(std::memory_order_acquire) == chunk.sequence;
-        });
+    const auto found = std::find_if(std::begin(areas), std::end(areas), [&](ResultArea& area) {
+        return std::atomic_ref(area.sequence).load(std::memory_order_acquire) == chunk.sequence;
+    });
     if (found == std::end(areas)) return recovered;
     ResultArea& area = *found;
     std::vector<std::uint32_t> done;

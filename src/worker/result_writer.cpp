@@ -19,13 +19,13 @@ ResultWriter::ResultWriter(std::uint64_t sequence, WorkerStatus* status, ClaimBo
 }
 
 void ResultWriter::start_recording(std::uint32_t tasks) noexcept {
-    area_ = &status_->results[status_->next_result_area++ % recorded_chunks];
+    area_ = &status_->results[status_->result_area % recorded_chunks];
     recording_tasks_ = tasks;
-    area_->sequence.store(0, std::memory_order_relaxed);
+    std::atomic_ref(area_->sequence).store(0, std::memory_order_relaxed);
     // The cleared sequence is seen before any `done` byte this chunk clears or sets.
     std::atomic_thread_fence(std::memory_order_release);
     std::memset(area_->done, 0, tasks);
-    area_->sequence.store(sequence_, std::memory_order_release);
+    std::atomic_ref(area_->sequence).store(sequence_, std::memory_order_release);
 }
 
 void ResultWriter::ok_void() {

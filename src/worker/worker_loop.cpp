@@ -75,6 +75,11 @@ class ResultBatcher {
         if (held_++ == 0) first_held_ = ended;
         return true;
     }
+    // How many chunks' results wait unsent: the next chunk records its values in the area after
+    // theirs (WorkerStatus::results), so that theirs survive a death before they are sent.
+    std::uint32_t held(const Link& link) const noexcept {
+        return link.has_unsent() ? static_cast<std::uint32_t>(held_) : 0;
+    }
 
   private:
     static constexpr auto quick_chunk = std::chrono::microseconds(50);
@@ -136,6 +141,7 @@ Frame answer_only(FrameKind kind, std::uint64_t sequence) {
         if (frame->kind() != FrameKind::task && frame->kind() != FrameKind::task_block) continue;
         const auto started = Clock::now();
         const std::uint64_t sequence = frame->header().sequence;
+        status.result_area = batcher.held(link);
         Frame results = cancelled_before_start(status, sequence)
                             ? answer_only(FrameKind::skipped, sequence)
                             : run_frame(*frame, &status, &board);

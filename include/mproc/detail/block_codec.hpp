@@ -100,7 +100,7 @@ void run_claimed_block(F& f, const std::exception_ptr& unusable, std::uint64_t g
     constexpr auto claim_time = std::chrono::microseconds(50);
     ClaimBoard& board = *out.board();
     std::vector<std::uint32_t> ran;
-    out.start_block<R>(tasks);
+    out.start_claimed_block<R>(tasks);
     // A board that moved on to another batch has none of this frame's tasks left to give
     // (generation 0 names no batch: the frame is corrupt).
     if (generation != 0 && board.generation.load(std::memory_order_acquire) == generation) {

@@ -103,34 +103,41 @@ class ResultWriter {
                     tasks);
         if (status_ != nullptr && tasks <= recorded_tasks) start_recording(tasks);
     }
+    // The same for a claimed batch of `tasks` tasks, whose results are those this worker took.
+    template <class R>
+    void start_claimed_block(std::uint32_t tasks) {
+        claimed_ = true;
+        start_block<R>(tasks);
+    }
     // Ends the block after all of its tasks.
     template <class R>
     void end_block() noexcept {
-        fill_block<R>(block_tasks_, [](std::uint32_t position) { return position; });
+        fill_block<R>(block_tasks_);
     }
     // Ends the block after its first `tasks` tasks: the later ones were not run.
     template <class R>
     void end_block_early(std::uint32_t tasks) noexcept {
-        fill_block<R>(tasks, [](std::uint32_t position) { return position; });
+        fill_block<R>(tasks);
         compact_block<R>(tasks);
     }
     // Ends a claimed batch's block after the tasks this worker ran, and appends which task of
     // the batch each was, in the order they ran.
     template <class R>
     void end_claimed_block(std::span<const std::uint32_t> tasks) {
-        fill_block<R>(static_cast<std::uint32_t>(tasks.size()),
-                      [&](std::uint32_t position) { return tasks[position]; });
         compact_block<R>(static_cast<std::uint32_t>(tasks.size()));
         const auto* indices = reinterpret_cast<const std::byte*>(tasks.data());
         writer_.buffer().append(indices, tasks.size_bytes());
-        claimed_ = true;
     }
     ClaimBoard* board() const noexcept { return board_; }
     // Records the running task's value: in the worker's ResultArea, whence the block is filled
-    // when it ends, or in the block itself.
+    // when it ends; or in the block itself; or, for a claim, in both, since its block is in the
+    // order the tasks ran and a gather at its end would delay the claim's answer.
     template <class R>
     void block_ok(const R& value) noexcept {
-        if (area_ != nullptr) return record(value);
+        if (area_ != nullptr) {
+            record(value);
+            if (!claimed_) return;
+        }
         std::byte* block = writer_.buffer().data() + sizeof(FrameHeader);
         block[current_] = std::byte{static_cast<std::uint8_t>(ResultStatus::ok)};
         std::memcpy(block + block_tasks_ + std::size_t{current_} * sizeof(R), &value, sizeof(R));
@@ -145,17 +152,24 @@ class ResultWriter {
         std::atomic_ref(area_->done[current_index_]).store(1, std::memory_order_release);
     }
     // Copies the values recorded in the ResultArea into the block's first `positions` places,
-    // the task at each being index_of(position); the block itself holds them otherwise.
-    template <class R, class IndexOf>
-    void fill_block(std::uint32_t positions, IndexOf index_of) noexcept {
-        if (area_ == nullptr) return;
+    // which are the chunk's first tasks in order (a claim's block is written as it runs).
+    template <class R>
+    void fill_block(std::uint32_t positions) noexcept {
+        if (area_ == nullptr || claimed_) return;
         std::byte* block = writer_.buffer().data() + sizeof(FrameHeader);
+        std::memcpy(block + block_tasks_, area_->values, std::size_t{positions} * sizeof(R));
+        if (errors_ == 0) {
+            // Every task ran and has its value (a task that cannot run fails with an error).
+            std::memset(block, static_cast<int>(ResultStatus::ok), positions);
+            return;
+        }
         for (std::uint32_t position = 0; position < positions; ++position) {
-            const std::uint32_t index = index_of(position);
-            if (area_->done[index] == 0) continue;
-            block[position] = std::byte{static_cast<std::uint8_t>(ResultStatus::ok)};
-            std::memcpy(block + block_tasks_ + std::size_t{position} * sizeof(R),
-                        area_->values + std::size_t{index} * sizeof(R), sizeof(R));
+            if (area_->done[position] != 0) {
+                block[position] = std::byte{static_cast<std::uint8_t>(ResultStatus::ok)};
+            } else {
+                // A failed task's value is zero, as a value-initialised R.
+                std::memset(block + block_tasks_ + std::size_t{position} * sizeof(R), 0, sizeof(R));
+            }
         }
     }
     // Moves the block's values and error items down to fit its first `tasks` tasks.

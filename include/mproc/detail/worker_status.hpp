@@ -21,14 +21,17 @@ inline constexpr std::size_t recorded_value_bytes = 16;
 // then its `done` byte set (release). It is never initialised: it lies in a fresh memfd, whose
 // zeros record nothing, and a pool that never records touches none of its pages.
 struct ResultArea {
-    std::atomic<std::uint64_t> sequence;  // the chunk recorded; 0 while it is reset
-    std::uint8_t done[recorded_tasks];    // 1 once the task's value is in `values`
+    // The chunk recorded; 0 while it is reset. Through std::atomic_ref: a std::atomic would be
+    // initialised, touching each area's page when the pool is made.
+    std::uint64_t sequence;
+    std::uint8_t done[recorded_tasks];  // 1 once the task's value is in `values`
     alignas(16) std::byte values[recorded_tasks * recorded_value_bytes];  // at sizeof(R) each
 };
 
-// A worker records its chunks in turn in this many areas: the chunk it runs, and each of those
-// whose results it holds back to leave together (at most 31, worker_loop.cpp's ResultBatcher),
-// keep theirs.
+// A worker records a chunk in the first of these areas that no held-back chunk uses: the chunk
+// it runs, and each of those whose results it holds back to leave together (at most 31,
+// worker_loop.cpp's ResultBatcher), keep theirs; a worker that sends its results as they come
+// uses the first alone.
 inline constexpr std::size_t recorded_chunks = 33;
 
 // Chunks sent to a worker that the pool cancelled before they began: the worker skips them
@@ -59,7 +62,7 @@ struct WorkerStatus {
     std::atomic<std::uint64_t> memory_limit{0};
     std::atomic<std::uint32_t> skipped_count{0};
     std::atomic<std::uint64_t> skipped[max_skipped_chunks] = {};
-    std::uint32_t next_result_area;  // the worker's own: where its next chunk records
+    std::uint32_t result_area;  // the worker's own: the area its next chunk records in
     ResultArea results[recorded_chunks];
 };
 
