@@ -43,8 +43,8 @@ pid_t leaky(int) {
 
 int main(int argc, char** argv) {
     mproc::init(argc, argv);
-    mproc::Pool pool(mproc::PoolOptions{.processes = 2, .retries = 1,
-                                        .max_memory_per_child = 64u << 20});
+    mproc::Pool pool(
+        mproc::PoolOptions{.processes = 2, .retries = 1, .max_memory_per_child = 64u << 20});
 
     // A crash fails its task alone; the others complete, on a new worker where needed.
     auto results = pool.imap(parse, std::vector<int>{1, 2, 3, 4});

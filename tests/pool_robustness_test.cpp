@@ -233,7 +233,7 @@ struct OomReport {
     int lost_signal = -1;  // WorkerLost::signal() of the task that ran out of memory
     int lost_exit_code = -1;
     bool lost_out_of_memory = false;  // WorkerLost::out_of_memory(), and its message says so
-    std::int64_t kills_before = -1;  // oom_kill_count() before and after that task
+    std::int64_t kills_before = -1;   // oom_kill_count() before and after that task
     std::int64_t kills_after = -1;
     int square_after = 0;  // a task after it: 49
 };
@@ -255,9 +255,9 @@ struct OomReport {
         } catch (const mproc::WorkerLost& lost) {
             report.lost_signal = lost.signal();
             report.lost_exit_code = lost.exit_code();
-            report.lost_out_of_memory = lost.out_of_memory() &&
-                                        std::string(lost.what()).find("out-of-memory killer") !=
-                                            std::string::npos;
+            report.lost_out_of_memory =
+                lost.out_of_memory() &&
+                std::string(lost.what()).find("out-of-memory killer") != std::string::npos;
         }
         report.kills_after =
             static_cast<std::int64_t>(mproc::detail::oom_kill_count().value_or(-1));
