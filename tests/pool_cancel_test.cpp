@@ -39,16 +39,7 @@ int sleep_ms(int ms) {
     return ms;
 }
 
-// Waits, boundedly, until pred() holds.
-template <class Pred>
-bool eventually(Pred pred, std::chrono::seconds limit = 20s) {
-    const auto until = std::chrono::steady_clock::now() + limit;
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() > until) return false;
-        std::this_thread::sleep_for(5ms);
-    }
-    return true;
-}
+using mproc::testing::eventually;
 
 class PoolCancelTest : public mproc::testing::StartMethodTest {};
 

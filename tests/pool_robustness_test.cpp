@@ -42,14 +42,8 @@ constexpr auto kPatience = 30s;
 // How long the processes of a pool whose process was ended may take to go.
 constexpr auto kEndBound = 10s;
 
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds timeout = kPatience) {
-    for (const auto deadline = std::chrono::steady_clock::now() + timeout;
-         std::chrono::steady_clock::now() < deadline; std::this_thread::sleep_for(10ms)) {
-        if (pred()) return true;
-    }
-    return pred();
-}
+// Waits at most 30 s by default, as kPatience.
+using mproc::testing::eventually;
 
 pid_t worker_pid(int) {
     return ::getpid();

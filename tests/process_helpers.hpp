@@ -6,10 +6,12 @@
 #include <dirent.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstddef>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -48,6 +50,17 @@ inline std::vector<pid_t> child_pids(pid_t parent = ::getpid()) {
     }
     ::closedir(dir);
     return children;
+}
+
+// Whether pred() holds within `limit`, asking every few milliseconds: a bounded wait.
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit = std::chrono::seconds(30)) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() >= deadline) return pred();
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return true;
 }
 
 // Names the instances of a test parameterised by start method: PoolTest.Map/spawn.

@@ -203,7 +203,8 @@ struct PoolCore::Impl {
     void maybe_close_claim();
     template <class Settle>
     void settle_untaken(Settle settle);
-    std::exception_ptr death_error(const Worker& worker, const ExitStatus& exit) const;
+    std::exception_ptr death_error(const Worker& worker, const ExitStatus& exit, unsigned runs = 1,
+                                   bool out_of_memory = false) const;
     std::exception_ptr kill_error(PoolKill::Reason reason, pid_t pid) const;
     void lose_task(const Worker& worker, const ExitStatus& exit, const Chunk& chunk,
                    std::uint32_t task, std::uint32_t item, bool out_of_memory,
@@ -865,9 +866,7 @@ void PoolCore::Impl::lose_task(const Worker& worker, const ExitStatus& exit, con
         resend.push_back(std::move(again));
         return;
     }
-    chunk.job->fail(chunk.first_task + task,
-                    std::make_exception_ptr(
-                        WorkerLost(worker.pid, exit.exit_code, exit.signal, runs, out_of_memory)));
+    chunk.job->fail(chunk.first_task + task, death_error(worker, exit, runs, out_of_memory));
 }
 
 // Delivers the values that the worker recorded in its ResultArea for the first `tasks` tasks
@@ -930,8 +929,10 @@ void PoolCore::Impl::lose_claim(Worker& worker, const ExitStatus& exit, bool out
     maybe_close_claim();
 }
 
-std::exception_ptr PoolCore::Impl::death_error(const Worker& worker, const ExitStatus& exit) const {
-    return std::make_exception_ptr(WorkerLost(worker.pid, exit.exit_code, exit.signal));
+std::exception_ptr PoolCore::Impl::death_error(const Worker& worker, const ExitStatus& exit,
+                                               unsigned runs, bool out_of_memory) const {
+    return std::make_exception_ptr(
+        WorkerLost(worker.pid, exit.exit_code, exit.signal, runs, out_of_memory));
 }
 
 void PoolCore::Impl::handle_lost(Worker& worker, const ExitStatus& exit) {
